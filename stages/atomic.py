@@ -1,0 +1,75 @@
+"""Atomic writers: every artifact is written to a temporary file beside its target and renamed.
+
+A killed job therefore never leaves a half-written artifact under the final name, and a
+crash while writing (full disk, kill) removes the temporary file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
+
+    The temporary name keeps the target's suffix (libraries such as numpy and pandas look at it).
+    On any exception the temporary file is removed and the target is left untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = target.suffix if suffix is None else suffix
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_json(obj: Any, target: str | Path, indent: int | None = None) -> None:
+    with atomic_path(target) as tmp:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=indent, allow_nan=False)
+
+
+def write_text(text: str, target: str | Path) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def write_npy(array: np.ndarray, target: str | Path) -> None:
+    with atomic_path(target) as tmp:
+        np.save(tmp, array, allow_pickle=False)
+
+
+def write_parquet(frame: Any, target: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write a pandas DataFrame as parquet; ``metadata`` goes into the file's key-value metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if metadata:
+        merged = dict(table.schema.metadata or {})
+        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+        table = table.replace_schema_metadata(merged)
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_npy(path: str | Path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)

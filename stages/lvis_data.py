@@ -1,0 +1,211 @@
+"""Reading, checking and registering LVIS v1 json files: the one place for the category order.
+
+Conventions used by every stage:
+
+* Category order: categories sorted by ``category_id``; row ``i`` of every (C, ...) matrix and
+  the detector's contiguous class ``i`` is the i-th category in that order.
+* Image paths: ``image_root / image["file_name"]`` when the image has ``file_name`` (an absolute
+  ``file_name`` is used as is); otherwise the last two parts of ``coco_url`` (LVIS v1 style,
+  e.g. ``train2017/000000391895.jpg``) under ``image_root``.
+* An unlabeled image list is an LVIS-style json with ``images`` (and no annotations).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FREQUENCIES = ("r", "c", "f")
+
+
+class DatasetError(ValueError):
+    """An input dataset file is malformed or inconsistent; the message names file and problem."""
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except FileNotFoundError as exc:
+        raise DatasetError(f"{path}: file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: top level must be a JSON object, found {type(data).__name__}")
+    return data
+
+
+def check_lvis(data: dict[str, Any], path: str | Path, *, require_annotations: bool = True) -> None:
+    """Raise DatasetError listing the problems of an LVIS json (structure and cross references)."""
+    problems: list[str] = []
+    for key in ("images", "categories") + (("annotations",) if require_annotations else ()):
+        if not isinstance(data.get(key), list):
+            problems.append(f"missing or non-list '{key}'")
+    if problems:
+        raise DatasetError(f"{path}: " + "; ".join(problems))
+
+    image_ids = Counter(img.get("id") for img in data["images"])
+    problems += [f"duplicate image id {i}" for i, n in image_ids.items() if n > 1]
+    cat_ids = Counter(cat.get("id") for cat in data["categories"])
+    problems += [f"duplicate category id {i}" for i, n in cat_ids.items() if n > 1]
+    for cat in data["categories"]:
+        if cat.get("frequency") not in FREQUENCIES:
+            problems.append(f"category {cat.get('id')} ({cat.get('name')}): frequency must be one of r/c/f, found {cat.get('frequency')!r}")
+    for img in data["images"]:
+        if "file_name" not in img and "coco_url" not in img:
+            problems.append(f"image {img.get('id')}: neither file_name nor coco_url")
+        for key in ("neg_category_ids", "not_exhaustive_category_ids"):
+            bad = [c for c in img.get(key, []) if c not in cat_ids]
+            if bad:
+                problems.append(f"image {img.get('id')}: {key} names unknown categories {bad[:5]}")
+    ann_ids: Counter = Counter()
+    for ann in data.get("annotations", []):
+        ann_ids[ann.get("id")] += 1
+        if ann.get("image_id") not in image_ids:
+            problems.append(f"annotation {ann.get('id')}: image_id {ann.get('image_id')} is not an image")
+        if ann.get("category_id") not in cat_ids:
+            problems.append(f"annotation {ann.get('id')}: category_id {ann.get('category_id')} is not a category")
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(np.isfinite(v) for v in bbox)):
+            problems.append(f"annotation {ann.get('id')}: bbox must be 4 finite numbers, found {bbox!r}")
+        elif bbox[2] <= 0 or bbox[3] <= 0:
+            problems.append(f"annotation {ann.get('id')}: degenerate bbox {bbox}")
+        seg = ann.get("segmentation")
+        if isinstance(seg, list):
+            if not seg or any(len(poly) < 6 or len(poly) % 2 for poly in seg):
+                problems.append(f"annotation {ann.get('id')}: segmentation polygons need >= 3 points each")
+    problems += [f"duplicate annotation id {i}" for i, n in ann_ids.items() if n > 1]
+    if problems:
+        shown = problems[:20]
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise DatasetError(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(shown) + more)
+
+
+def load_lvis(path: str | Path, *, require_annotations: bool = True) -> dict[str, Any]:
+    """Read and check an LVIS json; raises DatasetError naming the file and the problems."""
+    data = read_json(path)
+    check_lvis(data, path, require_annotations=require_annotations)
+    return data
+
+
+def category_order(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Categories in the pipeline's order (sorted by id)."""
+    return sorted(data["categories"], key=lambda c: c["id"])
+
+
+def category_index(data: dict[str, Any]) -> dict[int, int]:
+    """category_id -> contiguous index."""
+    return {cat["id"]: i for i, cat in enumerate(category_order(data))}
+
+
+def image_path(image: dict[str, Any], image_root: str | Path) -> Path:
+    if "file_name" in image:
+        return Path(image_root) / image["file_name"]
+    return Path(image_root).joinpath(*image["coco_url"].split("/")[-2:])
+
+
+def instance_counts(data: dict[str, Any]) -> np.ndarray:
+    """N_i: annotated instances per category, in category order (int64, shape (C,))."""
+    index = category_index(data)
+    counts = np.zeros(len(index), dtype=np.int64)
+    for ann in data["annotations"]:
+        counts[index[ann["category_id"]]] += 1
+    return counts
+
+
+def image_counts(data: dict[str, Any]) -> np.ndarray:
+    """Images in which each category is annotated, in category order (int64, shape (C,))."""
+    index = category_index(data)
+    seen: set[tuple[int, int]] = {(a["image_id"], a["category_id"]) for a in data["annotations"]}
+    counts = np.zeros(len(index), dtype=np.int64)
+    for _, cat in seen:
+        counts[index[cat]] += 1
+    return counts
+
+
+def subset(data: dict[str, Any], image_ids: set[int], *, recount: bool = True) -> dict[str, Any]:
+    """The dataset restricted to ``image_ids``; category image/instance counts recomputed.
+
+    Category ``frequency`` is kept from the source: LVIS defines r/c/f on the full train set,
+    and APr/APc/APf must mean the same groups for every split.
+    """
+    out = {k: v for k, v in data.items() if k not in ("images", "annotations", "categories")}
+    out["images"] = [img for img in data["images"] if img["id"] in image_ids]
+    out["annotations"] = [a for a in data.get("annotations", []) if a["image_id"] in image_ids]
+    cats = [dict(c) for c in data["categories"]]
+    if recount:
+        inst = Counter(a["category_id"] for a in out["annotations"])
+        imgs = Counter(c for _, c in {(a["image_id"], a["category_id"]) for a in out["annotations"]})
+        for c in cats:
+            c["instance_count"] = int(inst.get(c["id"], 0))
+            c["image_count"] = int(imgs.get(c["id"], 0))
+    out["categories"] = cats
+    return out
+
+
+def _polygons_or_rle(segmentation: Any) -> Any:
+    return segmentation
+
+
+def dataset_dicts(data: dict[str, Any], image_root: str | Path) -> list[dict[str, Any]]:
+    """detectron2 dataset dicts (category ids mapped to contiguous indices, XYWH_ABS boxes)."""
+    from detectron2.structures import BoxMode
+
+    index = category_index(data)
+    by_image: dict[int, list[dict[str, Any]]] = {img["id"]: [] for img in data["images"]}
+    for ann in data.get("annotations", []):
+        by_image[ann["image_id"]].append(ann)
+    records = []
+    for img in data["images"]:
+        record = {
+            "file_name": str(image_path(img, image_root)),
+            "height": img["height"],
+            "width": img["width"],
+            "image_id": img["id"],
+            "neg_category_ids": [index[c] for c in img.get("neg_category_ids", [])],
+            "not_exhaustive_category_ids": [index[c] for c in img.get("not_exhaustive_category_ids", [])],
+            "annotations": [
+                {
+                    "bbox": ann["bbox"],
+                    "bbox_mode": BoxMode.XYWH_ABS,
+                    "category_id": index[ann["category_id"]],
+                    "segmentation": _polygons_or_rle(ann["segmentation"]),
+                    "iscrowd": 0,
+                }
+                for ann in by_image[img["id"]]
+            ],
+        }
+        records.append(record)
+    return records
+
+
+def register(name: str, json_path: str | Path, image_root: str | Path, *, require_annotations: bool = True) -> list[dict[str, Any]]:
+    """Register an LVIS json with detectron2's catalogs (v0.6 only knows the official names).
+
+    The metadata carries ``thing_classes`` in category order and ``class_image_count`` of this
+    very split (the federated loss weights), and ``json_file`` for the LVIS evaluator.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    data = load_lvis(json_path, require_annotations=require_annotations)
+    dicts = dataset_dicts(data, image_root)
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: dicts)
+    cats = category_order(data)
+    counts = image_counts(data) if data.get("annotations") else np.zeros(len(cats), dtype=np.int64)
+    MetadataCatalog.get(name).set(
+        thing_classes=[c["name"] for c in cats],
+        thing_dataset_id_to_contiguous_id=category_index(data),
+        class_image_count=[{"id": c["id"], "image_count": int(n)} for c, n in zip(cats, counts)],
+        json_file=str(json_path),
+        image_root=str(image_root),
+        evaluator_type="lvis",
+    )
+    return dicts
