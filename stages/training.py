@@ -1,0 +1,244 @@
+"""Training machinery shared by the teacher and the student.
+
+Resumable and reproducible by construction: the batch of iteration ``t`` (which images, their
+augmentation) and every random choice inside the model (proposal sampling, federated classes)
+are drawn from generators seeded with ``(seed, t)``, and the checkpointer stores model,
+optimizer and scheduler. A job killed at any point and restarted resumes from its last
+checkpoint and continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import transforms as T
+from detectron2.data.samplers import RepeatFactorTrainingSampler
+from detectron2.engine import hooks
+from detectron2.engine.train_loop import SimpleTrainer
+from detectron2.solver import build_lr_scheduler, build_optimizer
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+from detectron2.utils.logger import setup_logger
+
+from stages.atomic import atomic_path
+
+logger = logging.getLogger("stages.training")
+
+
+def setup_logging(output_dir: str | Path | None = None) -> None:
+    """detectron2's logger (progress lines with iteration, ETA, losses) on stdout and in a file."""
+    setup_logger(output=str(output_dir) if output_dir else None, name="detectron2", abbrev_name="d2")
+    setup_logger(output=str(output_dir) if output_dir else None, name="stages", abbrev_name="stages")
+
+
+def configure_torch(num_threads: int, device: str) -> torch.device:
+    """Explicit device and thread count; fails clearly when CUDA is asked for but absent."""
+    torch.set_num_threads(num_threads)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config device is 'cuda' but torch sees no CUDA device; set device: cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int, iteration: int, stream: int = 0) -> None:
+    """Seed python, numpy (global) and torch from (seed, stream, iteration)."""
+    mixed = int(np.random.SeedSequence([seed, stream, iteration]).generate_state(1)[0])
+    random.seed(mixed)
+    np.random.seed(mixed)
+    torch.manual_seed(mixed)
+
+
+def sampling_weights(dataset_dicts: Sequence[dict], repeat_threshold: float) -> np.ndarray:
+    """Per-image sampling probabilities from LVIS repeat factors (detectron2's own formula)."""
+    if repeat_threshold <= 0:
+        factors = np.ones(len(dataset_dicts))
+    else:
+        factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+            list(dataset_dicts), repeat_threshold
+        ).numpy()
+    return factors / factors.sum()
+
+
+def weak_augmentations(min_size: int, max_size: int) -> list[T.Augmentation]:
+    return [T.ResizeShortestEdge((min_size,), max_size, sample_style="choice"), T.RandomFlip(horizontal=True)]
+
+
+def strong_photometric() -> list[T.Augmentation]:
+    """Colour jitter applied on top of the weak view (geometry unchanged, so boxes carry over)."""
+    return [
+        T.RandomBrightness(0.6, 1.4),
+        T.RandomContrast(0.6, 1.4),
+        T.RandomSaturation(0.5, 1.5),
+        T.RandomLighting(0.5),
+    ]
+
+
+class IterationBatches(torch.utils.data.Dataset):
+    """Item ``k`` is the mapped batch of iteration ``start_iter + k``, a pure function of the seed.
+
+    Works with any number of DataLoader workers (each item seeds its own generators).
+    """
+
+    def __init__(self, dataset_dicts: Sequence[dict], mapper: Callable[[dict], Any], batch_size: int,
+                 seed: int, start_iter: int, max_iter: int, weights: np.ndarray | None = None, stream: int = 0):
+        if len(dataset_dicts) == 0:
+            raise ValueError("no images to train on")
+        self.dataset_dicts = list(dataset_dicts)
+        self.mapper = mapper
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start_iter = start_iter
+        self.max_iter = max_iter
+        self.weights = weights
+        self.stream = stream
+
+    def __len__(self) -> int:
+        return max(self.max_iter - self.start_iter, 0)
+
+    def __getitem__(self, k: int) -> list[Any]:
+        iteration = self.start_iter + k
+        rng = np.random.default_rng([self.seed, self.stream, iteration])
+        indices = rng.choice(len(self.dataset_dicts), size=self.batch_size, replace=True, p=self.weights)
+        seed_everything(self.seed, iteration, stream=1000 + self.stream)
+        return [self.mapper(copy.deepcopy(self.dataset_dicts[i])) for i in indices]
+
+
+class ZippedBatches(torch.utils.data.Dataset):
+    """Several IterationBatches side by side (the student's labeled and unlabeled streams)."""
+
+    def __init__(self, *parts: IterationBatches):
+        self.parts = parts
+
+    def __len__(self) -> int:
+        return min(len(p) for p in self.parts)
+
+    def __getitem__(self, k: int) -> tuple:
+        return tuple(p[k] for p in self.parts)
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+def iteration_loader(dataset: torch.utils.data.Dataset, workers: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
+                                       collate_fn=_identity)
+
+
+class AtomicCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer whose files appear only when completely written."""
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        target = Path(self.save_dir) / f"{name}.pth"
+        with atomic_path(target) as tmp:
+            torch.save(data, tmp)
+        self.tag_last_checkpoint(target.name)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        with atomic_path(Path(self.save_dir) / "last_checkpoint") as tmp:
+            tmp.write_text(last_filename_basename)
+
+
+def prepare_checkpoint_dir(directory: str | Path, signature: dict[str, Any]) -> Path:
+    """A checkpoint directory that only resumes runs with the same signature (config, inputs).
+
+    A leftover directory from a run with other settings is cleared instead of being resumed.
+    """
+    directory = Path(directory)
+    sig_text = json.dumps(signature, sort_keys=True, default=str)
+    sig_file = directory / "signature.json"
+    if directory.exists() and (not sig_file.exists() or sig_file.read_text() != sig_text):
+        logger.warning("checkpoint dir %s belongs to other settings; starting fresh", directory)
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if not sig_file.exists():
+        with atomic_path(sig_file) as tmp:
+            tmp.write_text(sig_text)
+    return directory
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class SeededTrainer(SimpleTrainer):
+    """SimpleTrainer that reseeds model-side randomness per iteration and rejects non-finite losses.
+
+    ``loss_fn(batch, iteration)`` returns the loss dict of one step; the teacher's is the model
+    itself, the student's adds pseudo-labelling.
+    """
+
+    def __init__(self, model: torch.nn.Module, data_loader, optimizer, seed: int,
+                 loss_fn: Callable[[Any, int], dict[str, torch.Tensor]]):
+        super().__init__(model, data_loader, optimizer)
+        self.seed = seed
+        self.loss_fn = loss_fn
+
+    def run_step(self) -> None:
+        assert self.model.training, "model was changed to eval mode"
+        data = next(self._data_loader_iter)
+        seed_everything(self.seed, self.iter, stream=1)
+        loss_dict = self.loss_fn(data, self.iter)
+        losses = sum(loss_dict.values())
+        if not torch.isfinite(losses):
+            bad = {k: float(v) for k, v in loss_dict.items() if not torch.isfinite(v)}
+            raise FloatingPointError(f"non-finite loss at iteration {self.iter}: {bad}")
+        self.optimizer.zero_grad()
+        losses.backward()
+        self._write_metrics(loss_dict, 0.0)
+        self.optimizer.step()
+
+
+def train(model: torch.nn.Module, cfg, dataset: torch.utils.data.Dataset | Callable[[int], torch.utils.data.Dataset],
+          checkpoint_dir: Path, final_path: Path, seed: int, workers: int,
+          loss_fn: Callable[[Any, int], dict[str, torch.Tensor]] | None = None,
+          extra_checkpointables: dict[str, Any] | None = None,
+          extra_hooks: list[hooks.HookBase] | None = None) -> None:
+    """Train ``model`` for cfg.SOLVER.MAX_ITER iterations, resuming from ``checkpoint_dir``.
+
+    ``dataset(start_iter)`` builds the iteration-indexed dataset from the resume point. The final
+    weights are written atomically to ``final_path`` (model state only).
+    """
+    max_iter = cfg.SOLVER.MAX_ITER
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    checkpointer = AtomicCheckpointer(model, str(checkpoint_dir), optimizer=optimizer, scheduler=scheduler,
+                                      **(extra_checkpointables or {}))
+    start_iter = 0
+    if checkpointer.has_checkpoint():
+        state = checkpointer.resume_or_load("", resume=True)
+        start_iter = state.get("iteration", -1) + 1
+        logger.info("resuming from %s at iteration %d", checkpointer.get_checkpoint_file(), start_iter)
+    loader = iteration_loader(dataset(start_iter), workers)
+    trainer = SeededTrainer(model, loader, optimizer, seed, loss_fn or (lambda batch, _: model(batch)))
+    trainer.register_hooks([
+        hooks.IterationTimer(),
+        hooks.LRScheduler(optimizer, scheduler),
+        hooks.PeriodicCheckpointer(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, max_iter=max_iter),
+        hooks.PeriodicWriter([CommonMetricPrinter(max_iter), JSONWriter(str(checkpoint_dir / "metrics.json"))],
+                             period=20),
+        *(extra_hooks or []),
+    ])
+    if start_iter < max_iter:
+        trainer.train(start_iter, max_iter)
+    with atomic_path(final_path) as tmp:
+        torch.save({"model": model.state_dict(), "iteration": max_iter - 1}, tmp)
+    os.sync()
