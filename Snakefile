@@ -1,0 +1,27 @@
+# The pseudo-label pipeline (arXiv 2403.11675) as a Snakemake DAG. Rules only wire files;
+# every step is `python -m stages.<name>`. See README.md and ../shared/DESIGN.md.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/retrieval.smk"
+include: "workflow/rules/teacher.smk"
+include: "workflow/rules/calibration.smk"
+include: "workflow/rules/student.smk"
+include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        report_outputs(),
+    localrule: True

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv/ in the repository root and install everything the pipeline needs (idempotent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+STAMP=.venv/.requirements.sha1
+WANT="$(cat envs/requirements.txt envs/install_detectron2.py | sha1sum | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+  .venv/bin/python -m pip install --quiet -r envs/requirements.txt
+  .venv/bin/python envs/install_detectron2.py
+  echo "$WANT" > "$STAMP"
+fi
+.venv/bin/python -c "import torch, detectron2, faiss, lvis, snakemake, timm; print('environment ready:', 'torch', torch.__version__, '| detectron2', detectron2.__version__, '| faiss', faiss.__version__)"

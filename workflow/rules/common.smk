@@ -1,0 +1,69 @@
+# Paths and helpers shared by all rules: the one place that knows the layout of results/<run>/.
+import hashlib
+import os
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+RUN = f"{config['results_dir']}/{config['run']}"
+PYTHON = sys.executable
+RESOLVED_CONFIG = f"{RUN}/config.yaml"
+
+
+def _write_resolved_config():
+    """The validated config (defaults filled) that every stage CLI reads; rewritten only on change."""
+    text = yaml.safe_dump(config, sort_keys=True)
+    path = Path(RESOLVED_CONFIG)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+_write_resolved_config()
+
+
+def section_hash(*keys):
+    """Rerun trigger: a rule's params carry the hash of the config sections it depends on."""
+    payload = json.dumps({k: config.get(k) for k in keys}, sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+def stage(name):
+    return f"{PYTHON} -m stages.{name} --config {RESOLVED_CONFIG}"
+
+
+MINILVIS = config["dataset"]["source"] == "minilvis"
+DATA = f"{RUN}/data"
+TRAIN_JSON = f"{DATA}/train.json"
+VAL_JSON = f"{DATA}/val.json"
+POOL_JSON = f"{DATA}/pool.json"
+IMAGE_ROOT = f"{DATA}/images" if MINILVIS else config["dataset"]["image_root"]
+TEACHER_SPLIT = "full" if config["teacher"]["retrain_full"] else "train85"
+
+
+def teacher_train_json(split):
+    return TRAIN_JSON if split == "full" else f"{RUN}/split/train85.json"
+
+
+def prototypes_dir(split):
+    # The contract's prototypes/ holds the train85 teacher's; a retrained full teacher has its own.
+    return f"{RUN}/prototypes" if split == "train85" else f"{RUN}/prototypes/full"
+
+
+FINAL_TEACHER = f"{RUN}/teacher/{TEACHER_SPLIT}/model_final.pth"
+MODELS = ["teacher"] + [f"student_{v}" for v in config["student"]["variants"]]
+
+
+def model_weights(wildcards):
+    if wildcards.model == "teacher":
+        return FINAL_TEACHER
+    return f"{RUN}/student/{wildcards.model.removeprefix('student_')}/model_final.pth"
+
+
+def report_outputs():
+    return [f"{RUN}/report/table1.md", f"{RUN}/report/table1.csv", f"{RUN}/report/fig3_reliability.png",
+            f"{RUN}/report/fig4_per_class_ap.png"]

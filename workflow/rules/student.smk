@@ -1,0 +1,25 @@
+# Stage 7: teacher-student distillation with calibration-corrected soft pseudo-labels (eq. 5).
+
+
+rule train_student:
+    input:
+        labeled=teacher_train_json(TEACHER_SPLIT),
+        unlabeled=f"{RUN}/retrieval/unlabeled.json",
+        teacher=FINAL_TEACHER,
+        ccece=f"{RUN}/calibration/ccece.parquet",
+    output:
+        f"{RUN}/student/{{variant}}/model_final.pth",
+    wildcard_constraints:
+        variant="onehot|soft|soft_corrected",
+    params:
+        cfg=section_hash("model", "student", "seed", "device"),
+        root=IMAGE_ROOT,
+        checkpoints=lambda w: f"{RUN}/student/{w.variant}/checkpoints",
+    resources:
+        gpu_rule=1,
+    log:
+        f"{RUN}/logs/train_student_{{variant}}.log",
+    shell:
+        stage("train_student") + " --variant {wildcards.variant} --labeled-json {input.labeled}"
+        " --unlabeled-json {input.unlabeled} --image-root {params.root} --teacher {input.teacher}"
+        " --ccece {input.ccece} --out {output} --checkpoint-dir {params.checkpoints} > {log} 2>&1"
