@@ -1,0 +1,41 @@
+"""Shared fixtures: the repository root, a tiny config for end-to-end runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Each test process gets a fair share of the 2 cores.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def tiny_config(results_dir: Path, run: str = "tiny") -> dict:
+    """The embedded default shrunk to seconds: few images, few iterations, 64 px."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["run"] = run
+    config["results_dir"] = str(results_dir)
+    config["minilvis"].update(image_size=64, families=3, classes_per_family=3, train_images=60, val_images=18,
+                              pool_images=30, pool_duplicates=4, pool_val_copies=2)
+    config["embed"].update(crop_size=32, batch_size=16)
+    config["retrieve"].update(k=8)
+    config["model"].update(min_size=64, max_size=64, roi_batch_size=32, fpn_channels=32)
+    config["teacher"].update(iterations=12, batch_size=2, warmup_iters=2, checkpoint_period=6)
+    config["student"].update(iterations=6, batch_size=2, warmup_iters=1, checkpoint_period=3, score_threshold=0.05)
+    return config
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tmp_path / "results")))
+    return path

@@ -1,0 +1,95 @@
+"""The whole DAG on a tiny mini-LVIS through snakemake, and every artifact's contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def _run_dir(config_file: Path) -> Path:
+    config = yaml.safe_load(config_file.read_text())
+    return Path(config["results_dir"]) / config["run"]
+
+
+@pytest.mark.slow
+def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file):
+    proc = subprocess.run([*SNAKEMAKE, "all", "--cores", "2", "--configfile", str(tiny_config_file)],
+                          cwd=repo, capture_output=True, text=True, timeout=1800)
+    run = _run_dir(tiny_config_file)
+    if proc.returncode != 0:
+        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((run / "logs").glob("*.log")))
+        pytest.fail(f"snakemake failed:\n{proc.stderr[-5000:]}\n{logs}")
+
+    categories = pd.read_parquet(run / "prototypes" / "categories.parquet")
+    assert list(categories.columns[:5]) == ["index", "category_id", "name", "frequency", "instance_count"]
+    assert categories["category_id"].is_monotonic_increasing
+    num_classes = len(categories)
+    train85 = json.loads((run / "split" / "train85.json").read_text())
+    holdout = json.loads((run / "split" / "holdout15.json").read_text())
+    assert not {i["id"] for i in train85["images"]} & {i["id"] for i in holdout["images"]}
+    assert categories["instance_count"].sum() == len(train85["annotations"])
+
+    prototypes = np.load(run / "prototypes" / "prototypes.npy")
+    assert prototypes.dtype == np.float32 and prototypes.shape[0] == num_classes
+    similarity = np.load(run / "prototypes" / "similarity.npy")
+    assert similarity.dtype == np.float32 and similarity.shape == (num_classes, num_classes)
+    np.testing.assert_allclose(similarity.sum(axis=1), 1.0, rtol=1e-5)
+
+    ccece = pd.read_parquet(run / "calibration" / "ccece.parquet")
+    for column in ("category_id", "name", "frequency", "n_detections", "accuracy", "confidence", "ccece"):
+        assert column in ccece.columns
+    assert len(ccece) == num_classes
+    assert b"ece" in pq.read_schema(run / "calibration" / "ccece.parquet").metadata
+    judged = ccece[ccece["n_detections"] > 0]
+    np.testing.assert_allclose(judged["ccece"], judged["accuracy"] - judged["confidence"], atol=1e-6)
+
+    unlabeled = json.loads((run / "retrieval" / "unlabeled.json").read_text())
+    assert unlabeled["images"]
+
+    for model in ("teacher", "student_onehot", "student_soft", "student_soft_corrected"):
+        metrics = json.loads((run / "eval" / model / "metrics.json").read_text())
+        for kind in ("segm", "bbox"):
+            for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"):
+                assert key in metrics[kind]
+        assert 0.0 <= metrics["ece"] <= 1.0
+        detections = json.loads((run / "eval" / model / "detections.json").read_text())
+        per_image = pd.Series([d["image_id"] for d in detections]).value_counts()
+        assert per_image.empty or per_image.max() <= 300
+        assert all({"image_id", "category_id", "bbox", "score", "segmentation"} <= d.keys() for d in detections)
+
+    report = run / "report"
+    table = pd.read_csv(report / "table1.csv")
+    assert table["model"].tolist() == ["teacher", "student_onehot", "student_soft", "student_soft_corrected"]
+    for png in ("fig3_reliability.png", "fig4_per_class_ap.png"):
+        assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Nothing half-written is left behind.
+    assert not list(run.rglob(".*.tmp*"))
+
+    # Rerunning one target: nothing to do when everything is up to date.
+    proc = subprocess.run([*SNAKEMAKE, str(run / "calibration" / "ccece.parquet"), "-n", "--cores", "2",
+                           "--configfile", str(tiny_config_file)], cwd=repo, capture_output=True, text=True)
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_config_error_names_the_key(repo, tmp_path):
+    bad = yaml.safe_load((repo / "config.yaml").read_text())
+    bad["teacher"]["epsilon"] = 0.1
+    bad["student"]["lambda"] = "two"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    proc = subprocess.run([*SNAKEMAKE, "all", "-n", "--cores", "1", "--configfile", str(path)], cwd=repo,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "epsilon" in out and "lambda" in out

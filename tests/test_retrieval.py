@@ -1,0 +1,445 @@
+"""Stages 1-2: encoders, crop and image embeddings, Faiss retrieval, deduplication (small generated data)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from stages import dedup as dedup_stage
+from stages import embed_crops as embed_crops_stage
+from stages import embed_images as embed_images_stage
+from stages import retrieve as retrieve_stage
+from stages.config import DEFAULT_CONFIG_PATH
+from stages.embed_crops import CropDataset, ImageReadError, context_box, embed_crops
+from stages.encoders import (
+    IMAGENET_MEAN,
+    INCEPTION_MEAN,
+    Embeddings,
+    build_encoder,
+    efficientnet_lite0_model,
+)
+from stages.retrieve import build_index, search
+
+torch.set_num_threads(2)
+faiss.omp_set_num_threads(2)
+
+CROP = 64  # small inputs keep the file fast; the encoder is the real one
+EMBED_CFG = {
+    "query_frequencies": ["r"],
+    "encoder": "efficientnet_lite0",
+    "hub_repo": None,
+    "hub_model": "dinov2_vitl14",
+    "hub_weights": None,
+    "crop_size": CROP,
+    "context": 0.1,
+    "batch_size": 8,
+    "workers": 0,
+}
+# Real photos that ship with scikit-image; their embeddings are pairwise below cosine 0.94.
+PHOTOS = [
+    "astronaut",
+    "brick",
+    "camera",
+    "cell",
+    "chelsea",
+    "clock",
+    "coffee",
+    "coins",
+    "colorwheel",
+    "grass",
+    "gravel",
+    "horse",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "logo",
+    "microaneurysms",
+    "moon",
+    "page",
+    "text",
+    "rocket",
+]
+
+
+def photo(name: str, width: int = 96, height: int = 80) -> Image.Image:
+    import skimage.data
+
+    array = np.asarray(getattr(skimage.data, name)())
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    if array.dtype != np.uint8:
+        array = (255 * (array - array.min()) / (np.ptp(array) + 1e-9)).astype(np.uint8)
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    return Image.fromarray(np.ascontiguousarray(array[..., :3])).resize((width, height), Image.Resampling.BILINEAR)
+
+
+CATEGORIES = [
+    {"id": 1, "name": "rare_thing", "frequency": "r"},
+    {"id": 2, "name": "common_thing", "frequency": "c"},
+    {"id": 3, "name": "frequent_thing", "frequency": "f"},
+]
+
+
+def annotation(ann_id: int, image_id: int, category_id: int, bbox: list[float]) -> dict:
+    x, y, w, h = bbox
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": bbox,
+        "area": w * h,
+        "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+    }
+
+
+def image_entry(image_id: int, file_name: str, width: int = 96, height: int = 80) -> dict:
+    return {"id": image_id, "file_name": file_name, "width": width, "height": height}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """train (4 images), val (2) and a pool of 10 distinct photos + 4 planted copies."""
+    root = tmp_path_factory.mktemp("retrieval")
+    images = root / "images"
+    for sub in ("train", "val", "pool"):
+        (images / sub).mkdir(parents=True)
+    names = iter(PHOTOS)
+    train_images = []
+    for i in range(4):
+        photo(next(names)).save(images / "train" / f"t{i}.png")
+        train_images.append(image_entry(i + 1, f"train/t{i}.png"))
+    val_images = []
+    for i in range(2):
+        photo(next(names)).save(images / "val" / f"v{i}.png")
+        val_images.append(image_entry(101 + i, f"val/v{i}.png"))
+    pool_images = []
+    for i in range(10):
+        photo(next(names)).save(images / "pool" / f"p{i}.png")
+        pool_images.append(image_entry(1001 + i, f"pool/p{i}.png"))
+    # planted: an exact copy of p0 (higher id, so p0 stays), a re-encoded noisy p1, copies of val and train
+    shutil.copyfile(images / "pool" / "p0.png", images / "pool" / "exact.png")
+    noisy = np.asarray(Image.open(images / "pool" / "p1.png"), dtype=np.int16)
+    noisy = noisy + np.random.default_rng(0).integers(-3, 4, size=noisy.shape)
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(images / "pool" / "near.png")
+    shutil.copyfile(images / "val" / "v0.png", images / "pool" / "valcopy.png")
+    shutil.copyfile(images / "train" / "t1.png", images / "pool" / "traincopy.png")
+    for j, name in enumerate(["exact", "near", "valcopy", "traincopy"]):
+        pool_images.append(image_entry(1011 + j, f"pool/{name}.png"))
+
+    train = {
+        "images": train_images,
+        "categories": CATEGORIES,
+        "annotations": [
+            annotation(1, 1, 1, [10, 10, 30, 20]),
+            annotation(2, 1, 3, [50, 30, 40, 40]),
+            annotation(3, 2, 2, [5, 5, 60, 50]),
+            annotation(4, 3, 1, [0, 0, 20, 20]),  # at the corner: the context margin is clipped
+            annotation(5, 3, 1, [40, 40, 50, 35]),
+            annotation(6, 4, 3, [20, 20, 30, 30]),
+        ],
+    }
+    val = {"images": val_images, "categories": CATEGORIES, "annotations": [annotation(7, 101, 2, [10, 10, 20, 20])]}
+    pool = {"images": pool_images, "categories": CATEGORIES}
+    paths = {"root": root, "images": images}
+    for name, content in (("train", train), ("val", val), ("pool", pool)):
+        paths[name] = root / f"{name}.json"
+        paths[name].write_text(json.dumps(content))
+    config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    config["results_dir"] = str(root / "results")
+    config["embed"].update({"crop_size": CROP, "batch_size": 8})
+    paths["config"] = root / "config.yaml"
+    paths["config"].write_text(yaml.safe_dump(config))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return build_encoder(EMBED_CFG, torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------------------ encoders
+
+
+def test_encoder_shape_normalisation_and_determinism(encoder) -> None:
+    batch = torch.rand(3, 3, CROP, CROP, generator=torch.Generator().manual_seed(0))
+    out = encoder.embed(batch)
+    assert out.shape == (3, 1280) and out.dtype == torch.float32 and encoder.dim == 1280
+    assert encoder.input_size == CROP and encoder.mean == INCEPTION_MEAN
+    assert torch.equal(out, encoder.embed(batch.clone()))
+    with torch.no_grad():  # embed normalises internally: the same as feeding the model (x - 0.5) / 0.5
+        manual = encoder.model((batch - 0.5) / 0.5)
+    torch.testing.assert_close(out, manual, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        encoder.embed(torch.rand(3, CROP, CROP))
+
+
+def test_packaged_weights_load_and_differ_from_random_init(encoder) -> None:
+    from stages.weights import load_checkpoint_state, packaged_efficientnet_lite0_path
+
+    first_tensor = next(iter(load_checkpoint_state(packaged_efficientnet_lite0_path()).values()))
+    assert torch.equal(encoder.model.conv_stem.weight.cpu(), first_tensor)
+    torch.manual_seed(0)
+    random_model = efficientnet_lite0_model(weights=None).eval()
+    batch = torch.rand(2, 3, CROP, CROP, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        random_features = random_model((batch - 0.5) / 0.5)
+    assert not torch.allclose(encoder.embed(batch), random_features, atol=1e-3)
+
+
+def test_weights_of_another_shape_raise_a_clear_error(tmp_path: Path) -> None:
+    from stages.weights import load_checkpoint_state, packaged_efficientnet_lite0_path
+
+    state = load_checkpoint_state(packaged_efficientnet_lite0_path())
+    first = next(iter(state))
+    state[first] = torch.zeros(1, 1, 1, 1)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match=r"bad\.pth.*shape"):
+        efficientnet_lite0_model(tmp_path / "bad.pth")
+
+
+def test_dinov2_hub_from_a_local_hub_directory(tmp_path: Path) -> None:
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    (hub / "hubconf.py").write_text(
+        "dependencies = ['torch', 'timm']\n"
+        "from timm.models.vision_transformer import VisionTransformer\n"
+        "def dinov2_vitl14(pretrained=False):\n"
+        "    return VisionTransformer(img_size=28, patch_size=14, embed_dim=32, depth=1, num_heads=2, num_classes=0)\n"
+    )
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(3)
+    reference = VisionTransformer(img_size=28, patch_size=14, embed_dim=32, depth=1, num_heads=2, num_classes=0).eval()
+    torch.save(reference.state_dict(), tmp_path / "weights.pth")
+    cfg = {
+        **EMBED_CFG,
+        "encoder": "dinov2_hub",
+        "hub_repo": str(hub),
+        "hub_model": "dinov2_vitl14",
+        "hub_weights": str(tmp_path / "weights.pth"),
+        "crop_size": 28,
+    }
+    enc = build_encoder(cfg, torch.device("cpu"))
+    assert (enc.dim, enc.input_size, enc.mean) == (32, 28, IMAGENET_MEAN)
+    batch = torch.rand(2, 3, 28, 28)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(enc.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = reference((batch - mean) / std)
+    torch.testing.assert_close(enc.embed(batch), expected)  # the weights file was loaded
+    with pytest.raises(RuntimeError, match="torch.hub.load"):
+        build_encoder({**cfg, "hub_model": "no_such_entry"}, torch.device("cpu"))
+
+
+def test_unknown_encoder_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown encoder 'nope'.*efficientnet_lite0"):
+        build_encoder({**EMBED_CFG, "encoder": "nope"}, torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------------------ crops
+
+
+def test_context_box_grows_each_side_and_clips() -> None:
+    assert context_box([10, 20, 30, 40], 0.1, 100, 100) == (7, 16, 43, 64)
+    assert context_box([10, 20, 30, 40], 0.0, 100, 100) == (10, 20, 40, 60)
+    assert context_box([0, 0, 50, 50], 0.2, 55, 55) == (0, 0, 55, 55)
+    assert context_box([10.2, 10.7, 0.1, 0.1], 0.0, 20, 20) == (10, 10, 11, 11)  # at least one pixel, rounded out
+
+
+def test_crops_include_the_context_margin(tmp_path: Path) -> None:
+    canvas = np.zeros((100, 100, 3), dtype=np.uint8)
+    canvas[25:75, 25:75] = 255  # the object box is white, its surroundings black
+    Image.fromarray(canvas).save(tmp_path / "box.png")
+    crops = [{"path": tmp_path / "box.png", "bbox": [25, 25, 50, 50], "annotation_id": 9}]
+    tight, _ = CropDataset(crops, 0.0, 50)[0]
+    wide, tag = CropDataset(crops, 0.25, 50)[0]  # 12.5 of 75 px black on each side: ~8 of 50 px
+    assert tag == 9 and tight.shape == wide.shape == (3, 50, 50)
+    assert tight.min() > 0.99
+    assert wide[:, :, :7].max() < 0.01 and wide[:, :7, :].max() < 0.01 and wide[:, 20:30, 20:30].min() > 0.99
+
+
+def test_embed_crops_selects_the_query_frequencies(data) -> None:
+    vectors, index = embed_crops(data["train"], data["images"], EMBED_CFG, torch.device("cpu"))
+    assert list(index.columns) == ["row", "annotation_id", "image_id", "category_id", "frequency"]
+    assert index["annotation_id"].tolist() == [1, 4, 5] and set(index["frequency"]) == {"r"}
+    assert vectors.shape == (3, 1280) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    _, both = embed_crops(
+        data["train"], data["images"], {**EMBED_CFG, "query_frequencies": ["r", "c"]}, torch.device("cpu")
+    )
+    assert both["annotation_id"].tolist() == [1, 3, 4, 5]
+
+
+def test_empty_query_set_names_json_and_frequencies(data, tmp_path: Path) -> None:
+    content = json.loads(data["train"].read_text())
+    content["annotations"] = [a for a in content["annotations"] if a["category_id"] != 1]
+    no_rare = tmp_path / "no_rare.json"
+    no_rare.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=r"no_rare\.json.*\['r'\]"):
+        embed_crops(no_rare, data["images"], EMBED_CFG, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt"])
+def test_unreadable_image_error_names_the_file(data, tmp_path: Path, problem: str) -> None:
+    root = tmp_path / "images"
+    shutil.copytree(data["images"], root)
+    if problem == "missing":
+        (root / "train" / "t2.png").unlink()
+    else:
+        (root / "train" / "t2.png").write_bytes(b"not a png at all")
+    with pytest.raises(ImageReadError, match=r"train/t2\.png"):
+        embed_crops(data["train"], root, EMBED_CFG, torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------------------ retrieval
+
+
+def clustered(n: int, d: int, clusters: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d))
+    points = centres[rng.integers(clusters, size=n)] + 0.3 * rng.normal(size=(n, d))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
+
+
+def test_flat_index_is_exact_and_clips_k() -> None:
+    database, queries = clustered(500, 32, 10, 0), clustered(20, 32, 10, 1)
+    scores, ids = search(build_index(database, {"index": "flat"}), queries, 10)
+    brute = queries @ database.T
+    truth = np.argsort(-brute, axis=1)[:, :10]
+    assert recall(ids, truth) == 1.0
+    np.testing.assert_allclose(scores, np.take_along_axis(brute, truth, axis=1), atol=1e-5)
+    _, all_ids = search(build_index(database[:7], {"index": "flat"}), queries, 64)
+    assert all_ids.shape == (20, 7)
+
+
+@pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
+def test_approximate_indexes_recall_against_flat(kind: str) -> None:
+    database, queries = clustered(5000, 64, 50, 2), clustered(200, 64, 50, 3)
+    cfg = {"index": kind, "nlist": 64, "pq_m": 32, "nprobe": 8, "use_gpu": False}  # measured: ivfpq 0.86, hnsw 0.84
+    _, truth = search(build_index(database, {"index": "flat"}), queries, 10)
+    _, ids = search(build_index(database, cfg), queries, 10)
+    assert recall(ids, truth) > 0.5
+
+
+def test_ivfpq_on_a_tiny_pool_asks_for_flat() -> None:
+    with pytest.raises(ValueError, match="use retrieve.index: flat"):
+        build_index(clustered(100, 32, 4, 0), {"index": "ivfpq", "nlist": 8, "pq_m": 8, "nprobe": 2})
+
+
+@pytest.mark.skipif(faiss.get_num_gpus() > 0, reason="this faiss has GPUs")
+def test_use_gpu_without_gpu_faiss_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match="use_gpu.*no GPU"):
+        build_index(clustered(50, 16, 2, 0), {"index": "flat", "use_gpu": True})
+
+
+# ------------------------------------------------------------------------------------------ dedup
+
+
+def embeddings(vectors: np.ndarray, image_ids: list[int], sha1: list[str]) -> Embeddings:
+    index = pd.DataFrame({"row": np.arange(len(image_ids)), "image_id": image_ids, "sha1": sha1})
+    return Embeddings(vectors=vectors.astype(np.float32), index=index, metadata={}, source="synthetic")
+
+
+def test_dedup_removes_planted_copies_and_counts_them() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(12, 64))  # 12 images far apart (random directions: cosines around +-0.25)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    labeled_vectors = base[:2]
+    noise = 0.02 * rng.normal(size=64)
+    near = (base[5] + noise) / np.linalg.norm(base[5] + noise)
+    # pool ids 10..: 10 distinct (base[2..11]), 30: exact copy of 12, 31: near copy of 13 (= base[5]),
+    # 32: file copy of labeled image 1, 33: near copy of labeled image 2 (same pixels, new file), 40: not retrieved
+    pool_vectors = np.vstack([base[2:12], base[4], near, base[0], base[1] + noise, base[11]])
+    pool_vectors /= np.linalg.norm(pool_vectors, axis=1, keepdims=True)
+    pool_ids = [*range(10, 20), 30, 31, 32, 33, 40]
+    pool_sha = [f"p{i}" for i in range(10, 20)] + ["p12", "near", "l1", "new", "unretrieved"]
+    pool = embeddings(pool_vectors, pool_ids, pool_sha)
+    labeled = embeddings(labeled_vectors, [1, 2], ["l1", "l2"])
+    neighbours = pd.DataFrame({"pool_image_id": [31, 10, 30, 33, 32, *range(10, 20), 12]})
+    pool_data = {"images": [image_entry(i, f"p{i}.png") for i in pool_ids], "categories": CATEGORIES}
+    unlabeled, counts = dedup_stage.dedup(neighbours, pool_data, pool, [labeled], 0.97)
+    assert counts == {
+        "pool": 15,
+        "retrieved": 14,
+        "removed_labeled_duplicate": 1,
+        "removed_exact_duplicate": 1,
+        "removed_near_duplicate": 2,
+        "kept": 10,
+    }
+    assert [img["id"] for img in unlabeled["images"]] == list(range(10, 20))
+    assert unlabeled["categories"] == CATEGORIES and "annotations" not in unlabeled
+    with pytest.raises(ValueError, match="no retrieved pool image survives"):
+        dedup_stage.dedup(pd.DataFrame({"pool_image_id": [32]}), pool_data, pool, [labeled], 0.97)
+
+
+def test_greedy_near_duplicates_keeps_the_lowest_id_of_a_chain() -> None:
+    # a ~ b and b ~ c but not a ~ c: a is kept, b dropped (near a), c kept (its only near neighbour b was dropped)
+    angle = np.deg2rad(12)
+    vectors = np.array([[1, 0], [np.cos(angle), np.sin(angle)], [np.cos(2 * angle), np.sin(2 * angle)]], np.float32)
+    threshold = float(np.cos(angle)) - 1e-3
+    assert dedup_stage.greedy_near_duplicates(vectors, threshold).tolist() == [True, False, True]
+
+
+# ------------------------------------------------------------------------------------------ CLIs end to end
+
+
+def cli_args(**options: str | Path | list[Path]) -> list[str]:
+    """argv from keywords: train_json=J -> --train-json J; a list repeats the flag."""
+    argv: list[str] = []
+    for key, value in options.items():
+        for item in value if isinstance(value, list) else [value]:
+            argv += ["--" + key.replace("_", "-"), str(item)]
+    return argv
+
+
+def test_clis_end_to_end(data, tmp_path: Path) -> None:
+    cfg, images, out = data["config"], data["images"], tmp_path
+    embed_crops_stage.main(
+        cli_args(config=cfg, train_json=data["train"], image_root=images, out_npy=out / "crops.npy",
+                 out_index=out / "crops.parquet")
+    )  # fmt: skip
+    for name in ("pool", "train", "val"):
+        embed_images_stage.main(
+            cli_args(config=cfg, images_json=data[name], image_root=images, out_npy=out / f"{name}.npy",
+                     out_index=out / f"{name}.parquet")
+        )  # fmt: skip
+    pool_index = pd.read_parquet(out / "pool.parquet")
+    assert list(pool_index.columns) == ["row", "image_id", "file_name", "sha1"]
+    sha = dict(zip(pool_index["file_name"], pool_index["sha1"]))
+    assert sha["pool/exact.png"] == sha["pool/p0.png"] and sha["pool/near.png"] != sha["pool/p1.png"]
+
+    retrieve_stage.main(
+        cli_args(config=cfg, queries=out / "crops.npy", query_index=out / "crops.parquet", pool=out / "pool.npy",
+                 pool_index=out / "pool.parquet", out=out / "neighbours.parquet")
+    )  # fmt: skip
+    neighbours = pd.read_parquet(out / "neighbours.parquet")
+    columns = ["query_row", "annotation_id", "category_id", "rank", "pool_row", "pool_image_id", "score"]
+    assert list(neighbours.columns) == columns
+    assert len(neighbours) == 3 * 14  # k = 64 clipped to the 14 pool images, for each of the 3 rare crops
+    assert neighbours.groupby("query_row")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+
+    dedup_stage.main(
+        cli_args(config=cfg, neighbours=out / "neighbours.parquet", pool_json=data["pool"], pool_npy=out / "pool.npy",
+                 pool_index=out / "pool.parquet", labeled_npy=[out / "train.npy", out / "val.npy"],
+                 labeled_index=[out / "train.parquet", out / "val.parquet"], out=out / "unlabeled.json",
+                 out_counts=out / "counts.json")
+    )  # fmt: skip
+    counts = json.loads((out / "counts.json").read_text())
+    planted = {"removed_labeled_duplicate": 2, "removed_exact_duplicate": 1, "removed_near_duplicate": 1}
+    assert counts == {"pool": 14, "retrieved": 14, **planted, "kept": 10}
+    unlabeled = json.loads((out / "unlabeled.json").read_text())
+    assert [img["id"] for img in unlabeled["images"]] == list(range(1001, 1011))
+    assert unlabeled["categories"] == CATEGORIES
