@@ -42,7 +42,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     import jsonschema
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = jsonschema.Draft7Validator(schema)
+    validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
@@ -74,7 +74,7 @@ class RunPaths:
     root: Path
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "RunPaths":
+    def from_config(cls, config: dict[str, Any]) -> RunPaths:
         return cls(Path(config["results_dir"]) / config["run"])
 
     def __getattr__(self, name: str) -> Path:  # pragma: no cover - helpful error only

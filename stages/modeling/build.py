@@ -85,13 +85,22 @@ def detectron2_config(config: dict[str, Any], num_classes: int, *, phase: str = 
     cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupCosineLR"  # the paper's cosine schedule
     cfg.SOLVER.CHECKPOINT_PERIOD = train_cfg["checkpoint_period"]
     cfg.SOLVER.STEPS = ()
+    # Small batches on a long tail give occasional huge box-regression gradients early on.
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = train_cfg["clip_grad_norm"]
     cfg.SEED = config["seed"]
     return cfg
 
 
 def build_detector(cfg: CfgNode, class_targets: np.ndarray | None = None,
                    fed_loss_weights: np.ndarray | None = None) -> torch.nn.Module:
-    """Build the detector on cfg.MODEL.DEVICE and install eq. (3) targets and fed-loss weights."""
+    """Build the detector on cfg.MODEL.DEVICE and install eq. (3) targets and fed-loss weights.
+
+    The random initialisation of the heads is seeded with cfg.SEED, so that a run is a pure
+    function of its config and inputs.
+    """
+    torch.manual_seed(cfg.SEED)
     model = build_model(cfg)
     if class_targets is not None:
         model.roi_heads.set_class_targets(torch.as_tensor(class_targets, dtype=torch.float32))
