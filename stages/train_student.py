@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 from detectron2.engine import hooks
+from detectron2.utils.events import get_event_storage
 
 from stages.config import load_config
 from stages.detector_data import WeakStrongMapper, fed_loss_weights, train_mapper
@@ -90,6 +91,8 @@ class StudentLoss:
             pseudo = select_pseudo_labels(out["instances"], self.delta.to(self.device), self.student_cfg["lambda"],
                                           self.variant, self.loss_kind, self.student_cfg["score_threshold"])
             batch.append({"image": u["image"], "height": u["height"], "width": u["width"], "instances": pseudo})
+        # Logged with the losses: how many pseudo-labels survive the (corrected) threshold.
+        get_event_storage().put_scalar("pseudo_labels_per_image", sum(len(b["instances"]) for b in batch) / len(batch))
         return batch
 
     def __call__(self, data: tuple[list[dict], list[dict]], iteration: int) -> dict[str, torch.Tensor]:

@@ -39,3 +39,14 @@ def tiny_config_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_config(tmp_path / "results")))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_minilvis(tmp_path_factory) -> Path:
+    """A tiny mini-LVIS generated once per session (train/val/pool jsons + images)."""
+    from stages.make_minilvis import make_minilvis
+
+    out = tmp_path_factory.mktemp("minilvis")
+    config = tiny_config(out / "results")
+    make_minilvis(config["minilvis"], config["seed"], out)
+    return out

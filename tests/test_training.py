@@ -1,0 +1,73 @@
+"""Teacher training on mini-LVIS: the loss decreases, a killed run resumes to the same weights."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.conftest import tiny_config
+
+
+def _config_file(tmp_path: Path, **teacher) -> Path:
+    config = tiny_config(tmp_path / "results")
+    config["teacher"].update(teacher)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _teacher_cmd(repo, cfg, data: Path, out: Path, ckpt: Path) -> list[str]:
+    return [sys.executable, "-m", "stages.train_teacher", "--config", str(cfg), "--train-json", str(data / "train.json"),
+            "--image-root", str(data / "images"), "--smoothing", "uniform", "--out", str(out),
+            "--checkpoint-dir", str(ckpt)]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+@pytest.mark.slow
+def test_killed_teacher_resumes_to_identical_weights(repo, tiny_minilvis, tmp_path):
+    cfg = _config_file(tmp_path, iterations=30, checkpoint_period=5)
+    subprocess.run(_teacher_cmd(repo, cfg, tiny_minilvis, tmp_path / "a.pth", tmp_path / "a"), cwd=repo, check=True,
+                   capture_output=True)
+
+    proc = subprocess.Popen(_teacher_cmd(repo, cfg, tiny_minilvis, tmp_path / "b.pth", tmp_path / "b"), cwd=repo,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (tmp_path / "b" / "model_0000009.pth").exists():
+        assert proc.poll() is None, "training ended before the first checkpoints"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "b.pth").exists()
+    resumed = subprocess.run(_teacher_cmd(repo, cfg, tiny_minilvis, tmp_path / "b.pth", tmp_path / "b"), cwd=repo,
+                             capture_output=True, text=True, check=True)
+    assert "resuming from" in resumed.stdout + resumed.stderr
+    a, b = _weights(tmp_path / "a.pth"), _weights(tmp_path / "b.pth")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.slow
+def test_teacher_loss_decreases(repo, tiny_minilvis, tmp_path):
+    cfg = _config_file(tmp_path, iterations=60, checkpoint_period=60, warmup_iters=5)
+    subprocess.run(_teacher_cmd(repo, cfg, tiny_minilvis, tmp_path / "t.pth", tmp_path / "t"), cwd=repo, check=True,
+                   capture_output=True)
+    import json
+
+    lines = [json.loads(x) for x in (tmp_path / "t" / "metrics.json").read_text().splitlines() if x.strip()]
+    losses = [x["total_loss"] for x in lines if "total_loss" in x]
+    assert len(losses) >= 3
+    assert np.mean(losses[-1:]) < losses[0]
