@@ -51,6 +51,8 @@ def table1(eval_dir: Path, models: list[str]) -> pd.DataFrame:
 
 
 def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return "-" if value is None or math.isnan(value) else f"{value:.3f}" if abs(value) < 1 else f"{value:.1f}"
     return str(value)
