@@ -2,14 +2,13 @@
 
 Snakemake validates the config against workflow/schemas/config.schema.yaml (filling defaults)
 and writes the resolved config to ``results/<run>/config.yaml``; every stage CLI reads that file
-with :func:`load_config`. Paths of artifacts are built by :class:`RunPaths`, the one place that
-knows the layout of ``results/<run>/``.
+with :func:`load_config`. The layout of ``results/<run>/`` is known only to
+workflow/rules/common.smk; stages receive explicit paths.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,26 +64,3 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return validate_config(raw)
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Paths of every artifact of one run, relative to the working directory."""
-
-    root: Path
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> RunPaths:
-        return cls(Path(config["results_dir"]) / config["run"])
-
-    def __getattr__(self, name: str) -> Path:  # pragma: no cover - helpful error only
-        raise AttributeError(f"RunPaths has no artifact named {name!r}")
-
-    # data
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def resolved_config(self) -> Path:
-        return self.root / "config.yaml"

@@ -26,7 +26,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from stages.config import load_config
-from stages.encoders import build_encoder, embed_dataset, embedding_metadata, save_embeddings, torch_device
+from stages.device import configure_torch
+from stages.encoders import build_encoder, embed_dataset, embedding_metadata, save_embeddings
 from stages.lvis_data import image_path, load_lvis
 
 INDEX_COLUMNS = ("row", "annotation_id", "image_id", "category_id", "frequency")
@@ -156,9 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-index", required=True)
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    torch.set_num_threads(config["num_threads"])
     embed_cfg = config["embed"]
-    device = torch_device(config["device"])
+    device = configure_torch(config["num_threads"], config["device"])
     start = time.perf_counter()
     vectors, index = embed_crops(args.train_json, args.image_root, embed_cfg, device)
     seconds = time.perf_counter() - start

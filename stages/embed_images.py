@@ -25,8 +25,9 @@ import torch
 from torch.utils.data import Dataset
 
 from stages.config import load_config
+from stages.device import configure_torch
 from stages.embed_crops import decode_rgb, read_image_bytes, to_tensor
-from stages.encoders import build_encoder, embed_dataset, embedding_metadata, save_embeddings, torch_device
+from stages.encoders import build_encoder, embed_dataset, embedding_metadata, save_embeddings
 from stages.lvis_data import image_path, load_lvis
 
 INDEX_COLUMNS = ("row", "image_id", "file_name", "sha1")
@@ -80,10 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-index", required=True)
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    torch.set_num_threads(config["num_threads"])
     embed_cfg = config["embed"]
     start = time.perf_counter()
-    vectors, index = embed_images(args.images_json, args.image_root, embed_cfg, torch_device(config["device"]))
+    vectors, index = embed_images(args.images_json, args.image_root, embed_cfg, configure_torch(config["num_threads"], config["device"]))
     seconds = time.perf_counter() - start
     save_embeddings(vectors, index, args.out_npy, args.out_index, embedding_metadata(embed_cfg, vectors.shape[1]))
     print(

@@ -97,14 +97,6 @@ def build_encoder(embed_cfg: dict[str, Any], device: torch.device) -> ImageEncod
     return ENCODERS[name](embed_cfg, device)
 
 
-def torch_device(name: str) -> torch.device:
-    """The config's ``device`` as a torch.device; a clear error when CUDA is asked for but absent."""
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"config device is {name!r} but torch sees no CUDA device; set device: cpu")
-    return device
-
-
 def _output_dim(model: nn.Module, input_size: int) -> int:
     """Feature size from one dummy forward: robust to models whose attributes do not say it."""
     with torch.inference_mode():

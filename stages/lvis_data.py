@@ -148,10 +148,6 @@ def subset(data: dict[str, Any], image_ids: set[int], *, recount: bool = True) -
     return out
 
 
-def _polygons_or_rle(segmentation: Any) -> Any:
-    return segmentation
-
-
 def dataset_dicts(data: dict[str, Any], image_root: str | Path) -> list[dict[str, Any]]:
     """detectron2 dataset dicts (category ids mapped to contiguous indices, XYWH_ABS boxes)."""
     from detectron2.structures import BoxMode
@@ -174,7 +170,7 @@ def dataset_dicts(data: dict[str, Any], image_root: str | Path) -> list[dict[str
                     "bbox": ann["bbox"],
                     "bbox_mode": BoxMode.XYWH_ABS,
                     "category_id": index[ann["category_id"]],
-                    "segmentation": _polygons_or_rle(ann["segmentation"]),
+                    "segmentation": ann["segmentation"],
                     "iscrowd": 0,
                 }
                 for ann in by_image[img["id"]]

@@ -21,9 +21,9 @@ from tqdm import tqdm
 from stages.atomic import write_json
 from stages.config import load_config
 from stages.detector_data import test_transform
+from stages.device import configure_torch
 from stages.lvis_data import category_order, image_path, load_lvis
 from stages.modeling.build import build_detector, detectron2_config
-from stages.training import configure_torch
 from stages.weights import load_checkpoint_state
 
 

@@ -26,9 +26,9 @@ from tqdm import tqdm
 from stages.atomic import write_npy, write_parquet
 from stages.config import load_config
 from stages.detector_data import test_transform
+from stages.device import configure_torch
 from stages.lvis_data import category_index, category_order, image_path, instance_counts, load_lvis
 from stages.modeling.build import build_detector, detectron2_config
-from stages.training import configure_torch
 
 
 def categories_frame(data: dict[str, Any]) -> pd.DataFrame:

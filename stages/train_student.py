@@ -25,6 +25,7 @@ from detectron2.utils.events import get_event_storage
 
 from stages.config import load_config
 from stages.detector_data import WeakStrongMapper, fed_loss_weights, train_mapper
+from stages.device import configure_torch
 from stages.lvis_data import category_order, dataset_dicts, image_counts, load_lvis, register
 from stages.modeling.build import build_detector, detectron2_config
 from stages.predict import load_detector
@@ -32,7 +33,6 @@ from stages.pseudo_labels import select_pseudo_labels
 from stages.training import (
     IterationBatches,
     ZippedBatches,
-    configure_torch,
     file_digest,
     prepare_checkpoint_dir,
     sampling_weights,

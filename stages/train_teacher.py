@@ -14,12 +14,12 @@ import numpy as np
 
 from stages.config import load_config
 from stages.detector_data import fed_loss_weights, train_mapper
+from stages.device import configure_torch
 from stages.lvis_data import image_counts, load_lvis, register
 from stages.modeling.build import build_detector, detectron2_config
 from stages.similarity import smoothed_targets
 from stages.training import (
     IterationBatches,
-    configure_torch,
     file_digest,
     prepare_checkpoint_dir,
     sampling_weights,

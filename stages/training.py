@@ -42,14 +42,6 @@ def setup_logging(output_dir: str | Path | None = None) -> None:
     setup_logger(output=str(output_dir) if output_dir else None, name="stages", abbrev_name="stages")
 
 
-def configure_torch(num_threads: int, device: str) -> torch.device:
-    """Explicit device and thread count; fails clearly when CUDA is asked for but absent."""
-    torch.set_num_threads(num_threads)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config device is 'cuda' but torch sees no CUDA device; set device: cpu")
-    return torch.device(device)
-
-
 def seed_everything(seed: int, iteration: int, stream: int = 0) -> None:
     """Seed python, numpy (global) and torch from (seed, stream, iteration)."""
     mixed = int(np.random.SeedSequence([seed, stream, iteration]).generate_state(1)[0])

@@ -55,6 +55,11 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file):
 
     unlabeled = json.loads((run / "retrieval" / "unlabeled.json").read_text())
     assert unlabeled["images"]
+    # No val image leaks into training through the pool (planted byte copies must be removed).
+    truth = json.loads((run / "data" / "pool_truth.json").read_text())
+    kept = {str(img["id"]) for img in unlabeled["images"]}
+    leaked = [i for i in kept if (truth[i]["duplicate_of"] or {}).get("kind") == "val_copy"]
+    assert not leaked
 
     for model in ("teacher", "student_onehot", "student_soft", "student_soft_corrected"):
         metrics = json.loads((run / "eval" / model / "metrics.json").read_text())
@@ -72,6 +77,12 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file):
     assert table["model"].tolist() == ["teacher", "student_onehot", "student_soft", "student_soft_corrected"]
     for png in ("fig3_reliability.png", "fig4_per_class_ap.png"):
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The Snakemake report gathers the tables and figures.
+    html = run / "report.html"
+    subprocess.run([*SNAKEMAKE, "all", "--cores", "1", "--configfile", str(tiny_config_file), "--report", str(html)],
+                   cwd=repo, check=True, capture_output=True)
+    assert html.stat().st_size > 10_000
 
     # Nothing half-written is left behind.
     assert not list(run.rglob(".*.tmp*"))

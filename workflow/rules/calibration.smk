@@ -10,6 +10,7 @@ rule predict_holdout:
     params:
         cfg=section_hash("model", "evaluation", "device"),
         root=IMAGE_ROOT,
+    threads: config["num_threads"]
     log:
         f"{RUN}/logs/predict_holdout.log",
     shell:

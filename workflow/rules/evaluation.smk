@@ -11,6 +11,7 @@ rule predict_val:
         cfg=section_hash("model", "evaluation", "device"),
         root=IMAGE_ROOT,
         phase=lambda w: "teacher" if w.model == "teacher" else "student",
+    threads: config["num_threads"]
     log:
         f"{RUN}/logs/predict_val_{{model}}.log",
     shell:

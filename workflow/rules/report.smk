@@ -10,10 +10,10 @@ rule report:
         dedup=f"{RUN}/retrieval/dedup_counts.json",
         ece=f"{RUN}/calibration/ece.json",
     output:
-        table_md=report(f"{RUN}/report/table1.md", category="Table 1", caption="workflow/report/table1.rst"),
+        table_md=report(f"{RUN}/report/table1.md", category="Table 1", caption="../report/table1.rst"),
         table_csv=f"{RUN}/report/table1.csv",
-        fig3=report(f"{RUN}/report/fig3_reliability.png", category="Figures", caption="workflow/report/fig3.rst"),
-        fig4=report(f"{RUN}/report/fig4_per_class_ap.png", category="Figures", caption="workflow/report/fig4.rst"),
+        fig3=report(f"{RUN}/report/fig3_reliability.png", category="Figures", caption="../report/fig3.rst"),
+        fig4=report(f"{RUN}/report/fig4_per_class_ap.png", category="Figures", caption="../report/fig4.rst"),
     params:
         models=MODELS,
         eval_dir=f"{RUN}/eval",

@@ -10,6 +10,7 @@ rule embed_crops:
     params:
         cfg=section_hash("embed", "device"),
         root=IMAGE_ROOT,
+    threads: config["num_threads"]
     log:
         f"{RUN}/logs/embed_crops.log",
     shell:
@@ -28,6 +29,7 @@ rule embed_images:
     params:
         cfg=section_hash("embed", "device"),
         root=IMAGE_ROOT,
+    threads: config["num_threads"]
     log:
         f"{RUN}/logs/embed_images_{{images}}.log",
     shell:

@@ -17,6 +17,7 @@ rule train_student:
         checkpoints=lambda w: f"{RUN}/student/{w.variant}/checkpoints",
     resources:
         gpu_rule=1,
+    threads: config["num_threads"]
     log:
         f"{RUN}/logs/train_student_{{variant}}.log",
     shell:

@@ -12,6 +12,7 @@ rule prototypes:
     params:
         cfg=section_hash("model", "device"),
         root=IMAGE_ROOT,
+    threads: config["num_threads"]
     log:
         f"{RUN}/logs/prototypes{{suffix}}.log",
     shell:
@@ -50,6 +51,7 @@ rule train_teacher:
         checkpoints=lambda w: f"{RUN}/teacher/{w.split}/checkpoints",
     resources:
         gpu_rule=1,
+    threads: config["num_threads"]
     log:
         f"{RUN}/logs/train_teacher_{{split}}.log",
     shell:
