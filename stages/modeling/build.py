@@ -16,7 +16,7 @@ from detectron2.modeling import build_model
 
 import stages.modeling.backbones  # noqa: F401  (registers the backbones)
 import stages.modeling.roi_heads  # noqa: F401  (registers the ROI heads)
-from stages.modeling.backbones import PIXEL_STATS
+from stages.modeling.backbones import pixel_stats
 
 
 def detectron2_config(config: dict[str, Any], num_classes: int, *, phase: str = "teacher") -> CfgNode:
@@ -27,13 +27,12 @@ def detectron2_config(config: dict[str, Any], num_classes: int, *, phase: str = 
     cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     cfg.MODEL.MASK_ON = True
     backbone = model_cfg["backbone"]
-    if backbone not in PIXEL_STATS:
-        raise ValueError(f"config key 'model.backbone': unknown backbone {backbone!r}; known: {sorted(PIXEL_STATS)}")
     cfg.MODEL.BACKBONE.NAME = backbone
     cfg.MODEL.BACKBONE.FREEZE_AT = 0
-    cfg.MODEL.TIMM = CfgNode({"WEIGHTS": model_cfg["backbone_weights"] or ""})
+    cfg.MODEL.TIMM = CfgNode({"WEIGHTS": model_cfg["backbone_weights"] or "", "MODEL": model_cfg["timm_model"],
+                              "PATCH_SIZE": model_cfg["patch_size"]})
     cfg.INPUT.FORMAT = "RGB"
-    cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD = (list(v) for v in PIXEL_STATS[backbone])
+    cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD = (list(v) for v in pixel_stats(backbone, model_cfg["timm_model"]))
     cfg.MODEL.FPN.OUT_CHANNELS = model_cfg["fpn_channels"]
     cfg.MODEL.FPN.IN_FEATURES = []  # the backbone builder wires its own features
     levels = ["p3", "p4", "p5", "p6"]
