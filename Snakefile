@@ -19,6 +19,7 @@ include: "workflow/rules/calibration.smk"
 include: "workflow/rules/student.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/experiments.smk"
 
 
 rule all:

@@ -27,7 +27,8 @@ from detectron2.data import transforms as T
 from detectron2.data.samplers import RepeatFactorTrainingSampler
 from detectron2.engine import hooks
 from detectron2.engine.train_loop import SimpleTrainer
-from detectron2.solver import build_lr_scheduler, build_optimizer
+from detectron2.solver import build_lr_scheduler
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.utils.logger import setup_logger
 
@@ -169,6 +170,21 @@ def file_digest(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD (momentum 0.9) or AdamW (cfg.SOLVER.OPTIMIZER), with detectron2's parameter groups
+    (no weight decay on norms) and gradient clipping. The paper's 4e-5 learning rate is AdamW's."""
+    params = get_default_optimizer_params(model, base_lr=cfg.SOLVER.BASE_LR,
+                                          weight_decay_norm=0.0)
+    kind = cfg.SOLVER.OPTIMIZER
+    if kind == "sgd":
+        return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(params, lr=cfg.SOLVER.BASE_LR, momentum=0.9,
+                                                                 weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    if kind == "adamw":
+        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(params, lr=cfg.SOLVER.BASE_LR, betas=(0.9, 0.999),
+                                                                   weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    raise ValueError(f"unknown optimizer {kind!r} (sgd | adamw)")
 
 
 class SeededTrainer(SimpleTrainer):

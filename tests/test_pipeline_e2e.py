@@ -115,3 +115,36 @@ def test_config_loader_lists_every_bad_key(repo):
         validate_config(bad)
     assert "teacher" in str(err.value) and "epsilon" in str(err.value)
     assert "student.lambda" in str(err.value)
+
+
+@pytest.mark.slow
+def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
+    """tune_teacher picks eps/gamma on holdout15, the final teacher is retrained on full train with
+    them (use_tuned + retrain_full), and fig2 sweeps labeled fractions per smoothing variant."""
+    from tests.conftest import tiny_config
+
+    config = tiny_config(tmp_path / "results", run="tuned")
+    config["teacher"].update(retrain_full=True, use_tuned=True)
+    config["tuning"] = {"teacher_eps": [0.1, 0.3], "teacher_gamma": [1.5]}
+    config["sweep"] = {"fractions": [0.5, 1.0], "variants": ["onehot", "similarity_corrected"]}
+    config["student"]["variants"] = ["soft_corrected"]
+    path = tmp_path / "tuned.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run([*SNAKEMAKE, "all", "fig2", "--cores", "2", "--configfile", str(path)], cwd=repo,
+                          capture_output=True, text=True, timeout=1800)
+    run = _run_dir(path)
+    if proc.returncode != 0:
+        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted((run / "logs").glob("*.log")))
+        pytest.fail(f"snakemake failed:\n{proc.stderr[-5000:]}\n{logs}")
+    grid = pd.read_csv(run / "tuning" / "teacher_grid.csv")
+    assert sorted(grid["eps"]) == [0.1, 0.3] and set(grid["gamma"]) == {1.5}
+    choice = json.loads((run / "tuning" / "teacher_choice.json").read_text())
+    best = grid.sort_values("AP", ascending=False).iloc[0]
+    assert choice["eps"] == best["eps"] and choice["AP"] == pytest.approx(best["AP"])
+    # the final teacher was retrained on the full labeled train set with the chosen values
+    final = run / "experiments" / f"teacher_full_frac1_similarity_eps{choice['eps']:g}_gamma{choice['gamma']:g}"
+    assert (final / "model_final.pth").exists()
+    sweep = pd.read_csv(run / "report" / "fig2_fraction_sweep.csv")
+    assert sorted(zip(sweep["variant"], sweep["fraction"])) == [
+        ("onehot", 0.5), ("onehot", 1.0), ("similarity_corrected", 0.5), ("similarity_corrected", 1.0)]
+    assert (run / "report" / "fig2_fraction_sweep.png").read_bytes()[:4] == b"\x89PNG"

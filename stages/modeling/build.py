@@ -77,6 +77,7 @@ def detectron2_config(config: dict[str, Any], num_classes: int, *, phase: str = 
     cfg.INPUT.MASK_FORMAT = "polygon"
 
     cfg.SOLVER.IMS_PER_BATCH = train_cfg["batch_size"]
+    cfg.SOLVER.OPTIMIZER = train_cfg["optimizer"]
     cfg.SOLVER.BASE_LR = train_cfg["base_lr"]
     cfg.SOLVER.WEIGHT_DECAY = train_cfg["weight_decay"]
     cfg.SOLVER.MAX_ITER = train_cfg["iterations"]

@@ -3,7 +3,7 @@
 
 rule predict_holdout:
     input:
-        weights=f"{RUN}/teacher/train85/model_final.pth",
+        weights=holdout_teacher_weights,
         images=f"{RUN}/split/holdout15.json",
     output:
         f"{RUN}/calibration/holdout_detections.json",

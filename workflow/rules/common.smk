@@ -54,13 +54,41 @@ def prototypes_dir(split):
     return f"{RUN}/prototypes" if split == "train85" else f"{RUN}/prototypes/full"
 
 
-FINAL_TEACHER = f"{RUN}/teacher/{TEACHER_SPLIT}/model_final.pth"
+EXP = f"{RUN}/experiments"
+
+
+def experiment_name(trainset, fraction, smoothing, eps, gamma):
+    return f"teacher_{trainset}_frac{float(fraction):g}_{smoothing}_eps{float(eps):g}_gamma{float(gamma):g}"
+
+
+def _tuned_teacher(trainset):
+    with open(checkpoints.tune_teacher.get().output.choice) as fh:
+        choice = json.load(fh)
+    return f"{EXP}/{experiment_name(trainset, 1.0, 'similarity', choice['eps'], choice['gamma'])}/model_final.pth"
+
+
+def holdout_teacher_weights(wildcards=None):
+    """The train85 teacher whose holdout15 detections give CCECE (tuned values when use_tuned)."""
+    if config["teacher"]["use_tuned"]:
+        return _tuned_teacher("train85")
+    return f"{RUN}/teacher/train85/model_final.pth"
+
+
+def final_teacher_weights(wildcards=None):
+    """The teacher of Table 1 and of the students: the train85 one, or retrained on full train."""
+    if not config["teacher"]["retrain_full"]:
+        return holdout_teacher_weights()
+    if config["teacher"]["use_tuned"]:
+        return _tuned_teacher("full")
+    return f"{RUN}/teacher/full/model_final.pth"
+
+
 MODELS = ["teacher"] + [f"student_{v}" for v in config["student"]["variants"]]
 
 
 def model_weights(wildcards):
     if wildcards.model == "teacher":
-        return FINAL_TEACHER
+        return final_teacher_weights(wildcards)
     return f"{RUN}/student/{wildcards.model.removeprefix('student_')}/model_final.pth"
 
 

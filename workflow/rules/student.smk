@@ -5,7 +5,7 @@ rule train_student:
     input:
         labeled=teacher_train_json(TEACHER_SPLIT),
         unlabeled=f"{RUN}/retrieval/unlabeled.json",
-        teacher=FINAL_TEACHER,
+        teacher=final_teacher_weights,
         ccece=f"{RUN}/calibration/ccece.parquet",
     output:
         f"{RUN}/student/{{variant}}/model_final.pth",

@@ -1,0 +1,157 @@
+# Teacher experiments outside the main line: the Fig. 2 labeled-fraction sweep per smoothing
+# variant, and the eps/gamma grid tuned on holdout15 (section 4.1 of the paper). Every
+# experiment teacher is named by its settings:
+#   experiments/teacher_<trainset>_frac<f>_<smoothing>_eps<e>_gamma<g>/
+
+# Fig. 2's variants -> (smoothing, eps, gamma); eps/gamma of the smoothed ones from the config.
+SWEEP_VARIANTS = {
+    "onehot": ("onehot", 0.0, 0.0),
+    "uniform": ("uniform", config["teacher"]["eps"], 0.0),
+    "similarity": ("similarity", config["teacher"]["eps"], 0.0),
+    "similarity_corrected": ("similarity", config["teacher"]["eps"], config["teacher"]["gamma"]),
+}
+
+
+wildcard_constraints:
+    trainset="train85|full",
+    fraction=r"[0-9.]+",
+    eps=r"[0-9.]+",
+    gamma=r"[0-9.]+",
+    smoothing="onehot|uniform|similarity",
+    evalset="val|holdout15",
+    teacher=r"teacher_[^/]+",
+
+
+rule subsample:
+    input:
+        lambda w: teacher_train_json(w.trainset),
+    output:
+        f"{EXP}/data/{{trainset}}_frac{{fraction}}.json",
+    params:
+        cfg=section_hash("seed"),
+    log:
+        f"{RUN}/logs/subsample_{{trainset}}_{{fraction}}.log",
+    shell:
+        stage("subsample") + " --train-json {input} --fraction {wildcards.fraction} --out {output} > {log} 2>&1"
+
+
+use rule prototypes as experiment_prototypes with:
+    input:
+        f"{EXP}/data/{{trainset}}_frac{{fraction}}.json",
+    output:
+        categories=f"{EXP}/prototypes/{{trainset}}_frac{{fraction}}/categories.parquet",
+        prototypes=f"{EXP}/prototypes/{{trainset}}_frac{{fraction}}/prototypes.npy",
+    log:
+        f"{RUN}/logs/prototypes_{{trainset}}_{{fraction}}.log",
+
+
+rule experiment_similarity:
+    input:
+        categories=f"{EXP}/prototypes/{{trainset}}_frac{{fraction}}/categories.parquet",
+        prototypes=f"{EXP}/prototypes/{{trainset}}_frac{{fraction}}/prototypes.npy",
+    output:
+        f"{EXP}/prototypes/{{trainset}}_frac{{fraction}}/similarity_gamma{{gamma}}.npy",
+    log:
+        f"{RUN}/logs/similarity_{{trainset}}_{{fraction}}_{{gamma}}.log",
+    shell:
+        stage("similarity") + " --prototypes {input.prototypes} --categories {input.categories}"
+        " --gamma {wildcards.gamma} --out {output} > {log} 2>&1"
+
+
+rule experiment_teacher:
+    input:
+        train=f"{EXP}/data/{{trainset}}_frac{{fraction}}.json",
+        similarity=f"{EXP}/prototypes/{{trainset}}_frac{{fraction}}/similarity_gamma{{gamma}}.npy",
+    output:
+        f"{EXP}/teacher_{{trainset}}_frac{{fraction}}_{{smoothing}}_eps{{eps}}_gamma{{gamma}}/model_final.pth",
+    params:
+        cfg=section_hash("model", "teacher", "seed", "device"),
+        root=IMAGE_ROOT,
+        checkpoints=lambda w, output: str(Path(output[0]).parent / "checkpoints"),
+    resources:
+        gpu_rule=1,
+    threads: config["num_threads"]
+    log:
+        f"{RUN}/logs/experiment_teacher_{{trainset}}_{{fraction}}_{{smoothing}}_{{eps}}_{{gamma}}.log",
+    shell:
+        stage("train_teacher") + " --train-json {input.train} --image-root {params.root}"
+        " --similarity {input.similarity} --smoothing {wildcards.smoothing} --eps {wildcards.eps}"
+        " --out {output} --checkpoint-dir {params.checkpoints} > {log} 2>&1"
+
+
+rule experiment_predict:
+    input:
+        weights=f"{EXP}/{{teacher}}/model_final.pth",
+        images=lambda w: VAL_JSON if w.evalset == "val" else f"{RUN}/split/holdout15.json",
+    output:
+        f"{EXP}/{{teacher}}/eval_{{evalset}}/detections.json",
+    params:
+        cfg=section_hash("model", "evaluation", "device"),
+        root=IMAGE_ROOT,
+    threads: config["num_threads"]
+    log:
+        f"{RUN}/logs/experiment_predict_{{teacher}}_{{evalset}}.log",
+    shell:
+        stage("predict") + " --weights {input.weights} --images-json {input.images} --image-root {params.root}"
+        " --out {output} > {log} 2>&1"
+
+
+use rule evaluate as experiment_evaluate with:
+    input:
+        detections=f"{EXP}/{{teacher}}/eval_{{evalset}}/detections.json",
+        gt=lambda w: VAL_JSON if w.evalset == "val" else f"{RUN}/split/holdout15.json",
+    output:
+        metrics=f"{EXP}/{{teacher}}/eval_{{evalset}}/metrics.json",
+        per_class=f"{EXP}/{{teacher}}/eval_{{evalset}}/per_class_ap.csv",
+        reliability=f"{EXP}/{{teacher}}/eval_{{evalset}}/reliability.csv",
+    log:
+        f"{RUN}/logs/experiment_evaluate_{{teacher}}_{{evalset}}.log",
+
+
+def sweep_runs():
+    runs = []
+    for variant in config["sweep"]["variants"]:
+        smoothing, eps, gamma = SWEEP_VARIANTS[variant]
+        for fraction in config["sweep"]["fractions"]:
+            runs.append((variant, fraction, experiment_name("full", fraction, smoothing, eps, gamma)))
+    return runs
+
+
+rule fig2:
+    """Fig. 2: teacher AP and APr against the labeled fraction, per smoothing variant."""
+    input:
+        [f"{EXP}/{name}/eval_val/metrics.json" for _, _, name in sweep_runs()],
+    output:
+        table=f"{RUN}/report/fig2_fraction_sweep.csv",
+        figure=report(f"{RUN}/report/fig2_fraction_sweep.png", category="Figures", caption="../report/fig2.rst"),
+    params:
+        runs=[f"{v}:{f}:{EXP}/{n}/eval_val/metrics.json" for v, f, n in sweep_runs()],
+    localrule: True
+    log:
+        f"{RUN}/logs/fig2.log",
+    shell:
+        stage("sweep_report") + " --runs {params.runs} --out-table {output.table} --out-figure {output.figure}"
+        " > {log} 2>&1"
+
+
+def teacher_grid():
+    eps_values = config["tuning"]["teacher_eps"] or [config["teacher"]["eps"]]
+    gamma_values = config["tuning"]["teacher_gamma"] or [config["teacher"]["gamma"]]
+    return [(e, g, experiment_name("train85", 1.0, "similarity", e, g)) for e in eps_values for g in gamma_values]
+
+
+checkpoint tune_teacher:
+    """eps/gamma grid: train85 teachers evaluated on holdout15; writes the chosen values."""
+    input:
+        [f"{EXP}/{name}/eval_holdout15/metrics.json" for _, _, name in teacher_grid()],
+    output:
+        table=f"{RUN}/tuning/teacher_grid.csv",
+        choice=f"{RUN}/tuning/teacher_choice.json",
+    params:
+        runs=[f"eps={e},gamma={g}:{EXP}/{n}/eval_holdout15/metrics.json" for e, g, n in teacher_grid()],
+    localrule: True
+    log:
+        f"{RUN}/logs/tune_teacher.log",
+    shell:
+        stage("choose") + " --runs {params.runs} --out-table {output.table} --out-choice {output.choice} > {log} 2>&1"
+
