@@ -10,7 +10,9 @@ fi
 STAMP=.venv/.requirements.sha1
 WANT="$(cat envs/requirements.txt envs/install_detectron2.py | sha1sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+  # pip 23.2 still downloads the detectron2 sdist, whose metadata names a direct-URL extra that
+  # newer pips refuse to even prepare; it is the pip of Python 3.11's ensurepip.
+  .venv/bin/python -m pip install --quiet "pip==23.2.1" "setuptools<81" wheel
   .venv/bin/python -m pip install --quiet -r envs/requirements.txt
   .venv/bin/python envs/install_detectron2.py
   echo "$WANT" > "$STAMP"
