@@ -14,6 +14,7 @@ CLI: python -m stages.train_student --config CFG --variant soft_corrected --labe
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,13 @@ import numpy as np
 import pandas as pd
 import torch
 from detectron2.engine import hooks
+from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
 from stages.config import load_config
 from stages.detector_data import WeakStrongMapper, fed_loss_weights, train_mapper
 from stages.device import configure_torch
+from stages.distributed import launch
 from stages.lvis_data import category_order, dataset_dicts, image_counts, load_lvis, register
 from stages.modeling.build import build_detector, detectron2_config
 from stages.predict import load_detector
@@ -98,7 +101,13 @@ class StudentLoss:
     def __call__(self, data: tuple[list[dict], list[dict]], iteration: int) -> dict[str, torch.Tensor]:
         labeled, unlabeled = data
         pseudo_batch = self.pseudo_label(unlabeled)
-        losses = {f"{k}_labeled": v for k, v in self.student(labeled).items()}
+        # Two forward passes, one optimizer step: the labeled loss is backpropagated here (without
+        # DDP's all-reduce), the unlabeled one by the trainer, whose backward all-reduces the sum.
+        labeled_losses = self.student(labeled)
+        no_sync = getattr(self.student, "no_sync", contextlib.nullcontext)
+        with no_sync():
+            sum(labeled_losses.values()).backward()
+        losses = {f"{k}_labeled": v.detach() for k, v in labeled_losses.items()}
         weight = self.student_cfg["unlabeled_weight"]
         losses.update({f"{k}_unlabeled": weight * v for k, v in self.student(pseudo_batch).items()})
         return losses
@@ -139,24 +148,27 @@ def train_student(config: dict[str, Any], variant: str, labeled_json: Path, unla
     }
     checkpoint_dir = prepare_checkpoint_dir(checkpoint_dir, signature)
     setup_logging(checkpoint_dir)
-    half = max(student_cfg["batch_size"] // 2, 1)
+    world_size, rank = comm.get_world_size(), comm.get_rank()
+    if student_cfg["batch_size"] % (2 * world_size):
+        raise ValueError(f"student.batch_size={student_cfg['batch_size']} must split into labeled and unlabeled "
+                         f"halves over {world_size} processes")
+    half = student_cfg["batch_size"] // (2 * world_size)
     labeled_weights = sampling_weights(labeled_dicts, config["model"]["repeat_factor_threshold"])
     labeled_mapper, unlabeled_mapper = train_mapper(config), WeakStrongMapper(config)
 
     def dataset(start_iter: int) -> ZippedBatches:
         return ZippedBatches(
             IterationBatches(labeled_dicts, labeled_mapper, half, config["seed"], start_iter, cfg.SOLVER.MAX_ITER,
-                             labeled_weights, stream=0),
+                             labeled_weights, stream=0, rank=rank),
             IterationBatches(unlabeled_dicts, unlabeled_mapper, half, config["seed"], start_iter, cfg.SOLVER.MAX_ITER,
-                             None, stream=1),
+                             None, stream=1, rank=rank),
         )
 
-    loss = StudentLoss(student, teacher, delta, config, variant)
     extra: dict[str, Any] = {}
     if student_cfg["ema_decay"] is not None:
         extra["teacher"] = teacher  # the EMA teacher is part of the resumable state
     trainer_hooks = [EMAUpdate(teacher, student, student_cfg["ema_decay"])] if student_cfg["ema_decay"] is not None else []
-    train(student, cfg, dataset, checkpoint_dir, out, config["seed"], workers=config["data_workers"], loss_fn=loss,
+    train(student, cfg, dataset, checkpoint_dir, out, config["seed"], workers=config["data_workers"], loss_factory=lambda trained: StudentLoss(trained, teacher, delta, config, variant),
           extra_checkpointables=extra, extra_hooks=trainer_hooks)
 
 
@@ -172,8 +184,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--checkpoint-dir", required=True, type=Path)
     args = parser.parse_args(argv)
-    train_student(load_config(args.config), args.variant, args.labeled_json, args.unlabeled_json, args.image_root,
-                  args.teacher, args.ccece, args.out, args.checkpoint_dir)
+    config = load_config(args.config)
+    launch(train_student, config, "student", config, args.variant, args.labeled_json, args.unlabeled_json, args.image_root,
+           args.teacher, args.ccece, args.out, args.checkpoint_dir)
     print(f"student ({args.variant}) -> {args.out}")
 
 

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from detectron2.utils import comm
 
 from stages.config import load_config
 from stages.detector_data import fed_loss_weights, train_mapper
 from stages.device import configure_torch
+from stages.distributed import launch
 from stages.lvis_data import image_counts, load_lvis, register
 from stages.modeling.build import build_detector, detectron2_config
 from stages.similarity import smoothed_targets
@@ -29,7 +31,7 @@ from stages.training import (
 
 
 def train_teacher(config: dict[str, Any], train_json: Path, image_root: Path, similarity_path: Path | None,
-                  out: Path, checkpoint_dir: Path, *, smoothing: str | None = None, eps: float | None = None) -> None:
+                  out: Path, checkpoint_dir: Path, smoothing: str | None = None, eps: float | None = None) -> None:
     teacher_cfg = config["teacher"]
     smoothing = smoothing or teacher_cfg["smoothing"]
     eps = teacher_cfg["eps"] if eps is None else eps
@@ -59,9 +61,13 @@ def train_teacher(config: dict[str, Any], train_json: Path, image_root: Path, si
     weights = sampling_weights(dicts, config["model"]["repeat_factor_threshold"])
     mapper = train_mapper(config)
 
+    world_size, rank = comm.get_world_size(), comm.get_rank()
+    if teacher_cfg["batch_size"] % world_size:
+        raise ValueError(f"teacher.batch_size={teacher_cfg['batch_size']} does not split over {world_size} processes")
+
     def dataset(start_iter: int) -> IterationBatches:
-        return IterationBatches(dicts, mapper, teacher_cfg["batch_size"], config["seed"], start_iter,
-                                cfg.SOLVER.MAX_ITER, weights)
+        return IterationBatches(dicts, mapper, teacher_cfg["batch_size"] // world_size, config["seed"], start_iter,
+                                cfg.SOLVER.MAX_ITER, weights, rank=rank)
 
     train(model, cfg, dataset, checkpoint_dir, out, config["seed"], workers=config["data_workers"])
 
@@ -77,8 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--checkpoint-dir", required=True, type=Path)
     args = parser.parse_args(argv)
-    train_teacher(load_config(args.config), args.train_json, args.image_root, args.similarity, args.out,
-                  args.checkpoint_dir, smoothing=args.smoothing, eps=args.eps)
+    config = load_config(args.config)
+    launch(train_teacher, config, "teacher", config, args.train_json, args.image_root, args.similarity, args.out,
+           args.checkpoint_dir, args.smoothing, args.eps)
     print(f"teacher -> {args.out}")
 
 

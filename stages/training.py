@@ -29,6 +29,7 @@ from detectron2.engine import hooks
 from detectron2.engine.train_loop import SimpleTrainer
 from detectron2.solver import build_lr_scheduler
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.utils.logger import setup_logger
 
@@ -39,8 +40,10 @@ logger = logging.getLogger("stages.training")
 
 def setup_logging(output_dir: str | Path | None = None) -> None:
     """detectron2's logger (progress lines with iteration, ETA, losses) on stdout and in a file."""
-    setup_logger(output=str(output_dir) if output_dir else None, name="detectron2", abbrev_name="d2")
-    setup_logger(output=str(output_dir) if output_dir else None, name="stages", abbrev_name="stages")
+    output = str(output_dir) if output_dir else None
+    rank = comm.get_rank()  # only the main process prints; every process keeps its own log file
+    setup_logger(output=output, distributed_rank=rank, name="detectron2", abbrev_name="d2")
+    setup_logger(output=output, distributed_rank=rank, name="stages", abbrev_name="stages")
 
 
 def seed_everything(seed: int, iteration: int, stream: int = 0) -> None:
@@ -83,7 +86,8 @@ class IterationBatches(torch.utils.data.Dataset):
     """
 
     def __init__(self, dataset_dicts: Sequence[dict], mapper: Callable[[dict], Any], batch_size: int,
-                 seed: int, start_iter: int, max_iter: int, weights: np.ndarray | None = None, stream: int = 0):
+                 seed: int, start_iter: int, max_iter: int, weights: np.ndarray | None = None, stream: int = 0,
+                 rank: int = 0):
         if len(dataset_dicts) == 0:
             raise ValueError("no images to train on")
         self.dataset_dicts = list(dataset_dicts)
@@ -94,15 +98,16 @@ class IterationBatches(torch.utils.data.Dataset):
         self.max_iter = max_iter
         self.weights = weights
         self.stream = stream
+        self.rank = rank  # each process of a distributed run draws its own share of the batch
 
     def __len__(self) -> int:
         return max(self.max_iter - self.start_iter, 0)
 
     def __getitem__(self, k: int) -> list[Any]:
         iteration = self.start_iter + k
-        rng = np.random.default_rng([self.seed, self.stream, iteration])
+        rng = np.random.default_rng([self.seed, self.stream, self.rank, iteration])
         indices = rng.choice(len(self.dataset_dicts), size=self.batch_size, replace=True, p=self.weights)
-        seed_everything(self.seed, iteration, stream=1000 + self.stream)
+        seed_everything(self.seed, iteration, stream=1000 + 100 * self.rank + self.stream)
         return [self.mapper(copy.deepcopy(self.dataset_dicts[i])) for i in indices]
 
 
@@ -132,6 +137,8 @@ class AtomicCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer whose files appear only when completely written."""
 
     def save(self, name: str, **kwargs: Any) -> None:
+        if not self.save_to_disk:  # only the main process of a distributed run writes
+            return
         data = {"model": self.model.state_dict()}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
@@ -142,6 +149,8 @@ class AtomicCheckpointer(DetectionCheckpointer):
         self.tag_last_checkpoint(target.name)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        if not self.save_to_disk:
+            return
         with atomic_path(Path(self.save_dir) / "last_checkpoint") as tmp:
             tmp.write_text(last_filename_basename)
 
@@ -154,13 +163,15 @@ def prepare_checkpoint_dir(directory: str | Path, signature: dict[str, Any]) -> 
     directory = Path(directory)
     sig_text = json.dumps(signature, sort_keys=True, default=str)
     sig_file = directory / "signature.json"
-    if directory.exists() and (not sig_file.exists() or sig_file.read_text() != sig_text):
-        logger.warning("checkpoint dir %s belongs to other settings; starting fresh", directory)
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    if not sig_file.exists():
-        with atomic_path(sig_file) as tmp:
-            tmp.write_text(sig_text)
+    if comm.is_main_process():
+        if directory.exists() and (not sig_file.exists() or sig_file.read_text() != sig_text):
+            logger.warning("checkpoint dir %s belongs to other settings; starting fresh", directory)
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if not sig_file.exists():
+            with atomic_path(sig_file) as tmp:
+                tmp.write_text(sig_text)
+    comm.synchronize()
     return directory
 
 
@@ -191,7 +202,8 @@ class SeededTrainer(SimpleTrainer):
     """SimpleTrainer that reseeds model-side randomness per iteration and rejects non-finite losses.
 
     ``loss_fn(batch, iteration)`` returns the loss dict of one step; the teacher's is the model
-    itself, the student's adds pseudo-labelling.
+    itself, the student's adds pseudo-labelling. Gradients are zeroed before ``loss_fn`` so that it
+    may backpropagate a part of the loss itself (the student does, for DDP's gradient accumulation).
     """
 
     def __init__(self, model: torch.nn.Module, data_loader, optimizer, seed: int,
@@ -203,40 +215,45 @@ class SeededTrainer(SimpleTrainer):
     def run_step(self) -> None:
         assert self.model.training, "model was changed to eval mode"
         data = next(self._data_loader_iter)
-        seed_everything(self.seed, self.iter, stream=1)
+        seed_everything(self.seed, self.iter, stream=1 + comm.get_rank())
+        self.optimizer.zero_grad()
         loss_dict = self.loss_fn(data, self.iter)
         losses = sum(loss_dict.values())
         if not torch.isfinite(losses):
             bad = {k: float(v) for k, v in loss_dict.items() if not torch.isfinite(v)}
             raise FloatingPointError(f"non-finite loss at iteration {self.iter}: {bad}")
-        self.optimizer.zero_grad()
-        losses.backward()
+        if losses.requires_grad:
+            losses.backward()
         self._write_metrics(loss_dict, 0.0)
         self.optimizer.step()
 
 
 def train(model: torch.nn.Module, cfg, dataset: torch.utils.data.Dataset | Callable[[int], torch.utils.data.Dataset],
           checkpoint_dir: Path, final_path: Path, seed: int, workers: int,
-          loss_fn: Callable[[Any, int], dict[str, torch.Tensor]] | None = None,
+          loss_factory: Callable[[torch.nn.Module], Callable[[Any, int], dict[str, torch.Tensor]]] | None = None,
           extra_checkpointables: dict[str, Any] | None = None,
           extra_hooks: list[hooks.HookBase] | None = None) -> None:
     """Train ``model`` for cfg.SOLVER.MAX_ITER iterations, resuming from ``checkpoint_dir``.
 
-    ``dataset(start_iter)`` builds the iteration-indexed dataset from the resume point. The final
-    weights are written atomically to ``final_path`` (model state only).
+    ``dataset(start_iter)`` builds the iteration-indexed dataset from the resume point;
+    ``loss_factory(trained_model)`` gives the step's loss function (default: the model's own
+    losses), where ``trained_model`` is the DDP wrapper in a multi-process run. The final weights
+    are written atomically to ``final_path`` (model state only) by the main process.
     """
     max_iter = cfg.SOLVER.MAX_ITER
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
-    checkpointer = AtomicCheckpointer(model, str(checkpoint_dir), optimizer=optimizer, scheduler=scheduler,
-                                      **(extra_checkpointables or {}))
+    checkpointer = AtomicCheckpointer(model, str(checkpoint_dir), save_to_disk=comm.is_main_process(),
+                                      optimizer=optimizer, scheduler=scheduler, **(extra_checkpointables or {}))
     start_iter = 0
     if checkpointer.has_checkpoint():
         state = checkpointer.resume_or_load("", resume=True)
         start_iter = state.get("iteration", -1) + 1
         logger.info("resuming from %s at iteration %d", checkpointer.get_checkpoint_file(), start_iter)
     loader = iteration_loader(dataset(start_iter), workers)
-    trainer = SeededTrainer(model, loader, optimizer, seed, loss_fn or (lambda batch, _: model(batch)))
+    trained = wrap_distributed(model)
+    loss_fn = loss_factory(trained) if loss_factory else (lambda batch, _: trained(batch))
+    trainer = SeededTrainer(trained, loader, optimizer, seed, loss_fn)
     trainer.register_hooks([
         hooks.IterationTimer(),
         hooks.LRScheduler(optimizer, scheduler),
@@ -247,6 +264,16 @@ def train(model: torch.nn.Module, cfg, dataset: torch.utils.data.Dataset | Calla
     ])
     if start_iter < max_iter:
         trainer.train(start_iter, max_iter)
-    with atomic_path(final_path) as tmp:
-        torch.save({"model": model.state_dict(), "iteration": max_iter - 1}, tmp)
-    os.sync()
+    if comm.is_main_process():
+        with atomic_path(final_path) as tmp:
+            torch.save({"model": model.state_dict(), "iteration": max_iter - 1}, tmp)
+        os.sync()
+    comm.synchronize()
+
+
+def wrap_distributed(model: torch.nn.Module) -> torch.nn.Module:
+    """DistributedDataParallel in a multi-process run (device_ids only on GPUs), else the model."""
+    if comm.get_world_size() == 1:
+        return model
+    device_ids = [comm.get_local_rank()] if next(model.parameters()).is_cuda else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)

@@ -11,6 +11,9 @@ rule predict_holdout:
         cfg=section_hash("model", "evaluation", "device"),
         root=IMAGE_ROOT,
     threads: config["num_threads"]
+    localrule: is_local("predict_holdout")
+    resources:
+        **rule_resources("predict_holdout"),
     log:
         f"{RUN}/logs/predict_holdout.log",
     shell:
@@ -28,6 +31,9 @@ rule ccece:
         reliability=f"{RUN}/calibration/reliability.csv",
     params:
         cfg=section_hash("calibration"),
+    localrule: is_local("ccece")
+    resources:
+        **rule_resources("ccece"),
     log:
         f"{RUN}/logs/ccece.log",
     shell:

@@ -32,6 +32,18 @@ def section_hash(*keys):
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
 
+def rule_resources(name):
+    """Slurm resources of a rule: resources.default merged with resources.rules[name]."""
+    res = dict(config["resources"]["default"])
+    res.update(config["resources"]["rules"].get(name, {}))
+    return res
+
+
+def is_local(name):
+    """Light rules run on the submitting machine, not as Slurm jobs (resources.local_rules)."""
+    return name in config["resources"]["local_rules"]
+
+
 def stage(name):
     return f"{PYTHON} -m stages.{name} --config {RESOLVED_CONFIG}"
 

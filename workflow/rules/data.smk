@@ -42,6 +42,9 @@ rule split:
         holdout=f"{RUN}/split/holdout15.json",
     params:
         cfg=section_hash("split", "seed"),
+    localrule: is_local("split")
+    resources:
+        **rule_resources("split"),
     log:
         f"{RUN}/logs/split.log",
     shell:

@@ -12,6 +12,9 @@ rule predict_val:
         root=IMAGE_ROOT,
         phase=lambda w: "teacher" if w.model == "teacher" else "student",
     threads: config["num_threads"]
+    localrule: is_local("predict_val")
+    resources:
+        **rule_resources("predict_val"),
     log:
         f"{RUN}/logs/predict_val_{{model}}.log",
     shell:
@@ -29,6 +32,9 @@ rule evaluate:
         reliability=f"{RUN}/eval/{{model}}/reliability.csv",
     params:
         cfg=section_hash("evaluation", "calibration"),
+    localrule: is_local("evaluate")
+    resources:
+        **rule_resources("evaluate"),
     log:
         f"{RUN}/logs/evaluate_{{model}}.log",
     shell:

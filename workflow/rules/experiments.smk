@@ -29,6 +29,9 @@ rule subsample:
         f"{EXP}/data/{{trainset}}_frac{{fraction}}.json",
     params:
         cfg=section_hash("seed"),
+    localrule: is_local("subsample")
+    resources:
+        **rule_resources("subsample"),
     log:
         f"{RUN}/logs/subsample_{{trainset}}_{{fraction}}.log",
     shell:
@@ -41,6 +44,9 @@ use rule prototypes as experiment_prototypes with:
     output:
         categories=f"{EXP}/prototypes/{{trainset}}_frac{{fraction}}/categories.parquet",
         prototypes=f"{EXP}/prototypes/{{trainset}}_frac{{fraction}}/prototypes.npy",
+    localrule: is_local("experiment_prototypes")
+    resources:
+        **rule_resources("experiment_prototypes"),
     log:
         f"{RUN}/logs/prototypes_{{trainset}}_{{fraction}}.log",
 
@@ -51,6 +57,9 @@ rule experiment_similarity:
         prototypes=f"{EXP}/prototypes/{{trainset}}_frac{{fraction}}/prototypes.npy",
     output:
         f"{EXP}/prototypes/{{trainset}}_frac{{fraction}}/similarity_gamma{{gamma}}.npy",
+    localrule: is_local("experiment_similarity")
+    resources:
+        **rule_resources("experiment_similarity"),
     log:
         f"{RUN}/logs/similarity_{{trainset}}_{{fraction}}_{{gamma}}.log",
     shell:
@@ -68,9 +77,10 @@ rule experiment_teacher:
         cfg=section_hash("model", "teacher", "seed", "device"),
         root=IMAGE_ROOT,
         checkpoints=lambda w, output: str(Path(output[0]).parent / "checkpoints"),
-    resources:
-        gpu_rule=1,
     threads: config["num_threads"]
+    localrule: is_local("experiment_teacher")
+    resources:
+        **rule_resources("experiment_teacher"),
     log:
         f"{RUN}/logs/experiment_teacher_{{trainset}}_{{fraction}}_{{smoothing}}_{{eps}}_{{gamma}}.log",
     shell:
@@ -89,6 +99,9 @@ rule experiment_predict:
         cfg=section_hash("model", "evaluation", "device"),
         root=IMAGE_ROOT,
     threads: config["num_threads"]
+    localrule: is_local("experiment_predict")
+    resources:
+        **rule_resources("experiment_predict"),
     log:
         f"{RUN}/logs/experiment_predict_{{teacher}}_{{evalset}}.log",
     shell:
@@ -104,6 +117,9 @@ use rule evaluate as experiment_evaluate with:
         metrics=f"{EXP}/{{teacher}}/eval_{{evalset}}/metrics.json",
         per_class=f"{EXP}/{{teacher}}/eval_{{evalset}}/per_class_ap.csv",
         reliability=f"{EXP}/{{teacher}}/eval_{{evalset}}/reliability.csv",
+    localrule: is_local("experiment_evaluate")
+    resources:
+        **rule_resources("experiment_evaluate"),
     log:
         f"{RUN}/logs/experiment_evaluate_{{teacher}}_{{evalset}}.log",
 
@@ -127,6 +143,8 @@ rule fig2:
     params:
         runs=[f"{v}:{f}:{EXP}/{n}/eval_val/metrics.json" for v, f, n in sweep_runs()],
     localrule: True
+    resources:
+        **rule_resources("fig2"),
     log:
         f"{RUN}/logs/fig2.log",
     shell:
@@ -150,6 +168,8 @@ checkpoint tune_teacher:
     params:
         runs=[f"eps={e},gamma={g}:{EXP}/{n}/eval_holdout15/metrics.json" for e, g, n in teacher_grid()],
     localrule: True
+    resources:
+        **rule_resources("tune_teacher"),
     log:
         f"{RUN}/logs/tune_teacher.log",
     shell:

@@ -17,6 +17,9 @@ rule report:
     params:
         models=MODELS,
         eval_dir=f"{RUN}/eval",
+    localrule: is_local("report")
+    resources:
+        **rule_resources("report"),
     log:
         f"{RUN}/logs/report.log",
     shell:

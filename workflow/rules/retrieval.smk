@@ -11,6 +11,9 @@ rule embed_crops:
         cfg=section_hash("embed", "device"),
         root=IMAGE_ROOT,
     threads: config["num_threads"]
+    localrule: is_local("embed_crops")
+    resources:
+        **rule_resources("embed_crops"),
     log:
         f"{RUN}/logs/embed_crops.log",
     shell:
@@ -30,6 +33,9 @@ rule embed_images:
         cfg=section_hash("embed", "device"),
         root=IMAGE_ROOT,
     threads: config["num_threads"]
+    localrule: is_local("embed_images")
+    resources:
+        **rule_resources("embed_images"),
     log:
         f"{RUN}/logs/embed_images_{{images}}.log",
     shell:
@@ -47,6 +53,9 @@ rule retrieve:
         f"{RUN}/retrieval/neighbours.parquet",
     params:
         cfg=section_hash("retrieve"),
+    localrule: is_local("retrieve")
+    resources:
+        **rule_resources("retrieve"),
     log:
         f"{RUN}/logs/retrieve.log",
     shell:
@@ -69,6 +78,9 @@ rule dedup:
         counts=f"{RUN}/retrieval/dedup_counts.json",
     params:
         cfg=section_hash("dedup"),
+    localrule: is_local("dedup")
+    resources:
+        **rule_resources("dedup"),
     log:
         f"{RUN}/logs/dedup.log",
     shell:

@@ -15,9 +15,10 @@ rule train_student:
         cfg=section_hash("model", "student", "seed", "device"),
         root=IMAGE_ROOT,
         checkpoints=lambda w: f"{RUN}/student/{w.variant}/checkpoints",
-    resources:
-        gpu_rule=1,
     threads: config["num_threads"]
+    localrule: is_local("train_student")
+    resources:
+        **rule_resources("train_student"),
     log:
         f"{RUN}/logs/train_student_{{variant}}.log",
     shell:

@@ -13,6 +13,9 @@ rule prototypes:
         cfg=section_hash("model", "device"),
         root=IMAGE_ROOT,
     threads: config["num_threads"]
+    localrule: is_local("prototypes")
+    resources:
+        **rule_resources("prototypes"),
     log:
         f"{RUN}/logs/prototypes{{suffix}}.log",
     shell:
@@ -30,6 +33,9 @@ rule similarity:
         suffix="|/full",
     params:
         cfg=section_hash("teacher"),
+    localrule: is_local("similarity")
+    resources:
+        **rule_resources("similarity"),
     log:
         f"{RUN}/logs/similarity{{suffix}}.log",
     shell:
@@ -49,9 +55,10 @@ rule train_teacher:
         cfg=section_hash("model", "teacher", "seed", "device"),
         root=IMAGE_ROOT,
         checkpoints=lambda w: f"{RUN}/teacher/{w.split}/checkpoints",
-    resources:
-        gpu_rule=1,
     threads: config["num_threads"]
+    localrule: is_local("train_teacher")
+    resources:
+        **rule_resources("train_teacher"),
     log:
         f"{RUN}/logs/train_teacher_{{split}}.log",
     shell:
