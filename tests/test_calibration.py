@@ -109,3 +109,60 @@ def test_nan_scores_are_rejected():
         judge_detections([_det(10, 1, [0, 0, 10, 10], float("nan"))], _gt())
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         expected_calibration_error(np.array([1.5]), np.array([1]))
+
+
+def _random_case(seed: int, n_images: int = 30, n_classes: int = 8, per_image: int = 25):
+    rng = np.random.default_rng(seed)
+    cats = [{"id": c, "name": str(c), "frequency": "rcf"[c % 3]} for c in range(1, n_classes + 1)]
+    images, anns, dets = [], [], []
+    for i in range(1, n_images + 1):
+        present = set(rng.choice(np.arange(1, n_classes + 1), size=rng.integers(0, 4), replace=False).tolist())
+        absent = [c for c in range(1, n_classes + 1) if c not in present]
+        neg = rng.choice(absent, size=min(2, len(absent)), replace=False).tolist() if absent else []
+        ne = [int(rng.choice(sorted(present)))] if present and rng.random() < 0.3 else []
+        images.append({"id": i, "height": 100, "width": 100, "neg_category_ids": neg, "not_exhaustive_category_ids": ne})
+        for c in present:
+            for _ in range(rng.integers(1, 4)):
+                x, y = rng.uniform(0, 60, 2)
+                w, h = rng.uniform(10, 40, 2)
+                anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(c), "bbox": [x, y, w, h],
+                             "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]], "area": w * h})
+        for _ in range(rng.integers(0, per_image)):
+            x, y = rng.uniform(0, 60, 2)
+            w, h = rng.uniform(10, 40, 2)
+            # coarse scores make ties, which the two implementations must break the same way
+            dets.append({"image_id": i, "category_id": int(rng.integers(1, n_classes + 1)), "bbox": [x, y, w, h],
+                         "score": float(np.round(rng.random(), 1))})
+    dets.append({"image_id": 999, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5})  # unknown image
+    return {"images": images, "annotations": anns, "categories": cats}, dets
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_judging_equals_the_loop(seed):
+    from stages.calibration import judge_detections_loop
+
+    gt, dets = _random_case(seed)
+    for threshold in (0.3, 0.5):
+        fast = judge_detections(dets, gt, iou_threshold=threshold)
+        slow = judge_detections_loop(dets, gt, iou_threshold=threshold)
+        key = ["image_id", "category_id", "score", "correct"]
+        pd.testing.assert_frame_equal(fast.sort_values(key).reset_index(drop=True),
+                                      slow.sort_values(key).reset_index(drop=True), check_dtype=False)
+
+
+def test_vectorised_segm_judging_equals_the_loop():
+    import pycocotools.mask as mask_util
+
+    from stages.calibration import judge_detections_loop
+
+    gt, dets = _random_case(7, n_images=10, per_image=10)
+    for d in dets:
+        x, y, w, h = d["bbox"]
+        rle = mask_util.merge(mask_util.frPyObjects([[x, y, x + w, y, x + w, y + h, x, y + h]], 100, 100))
+        rle["counts"] = rle["counts"].decode()
+        d["segmentation"] = rle
+    fast = judge_detections(dets, gt, iou_type="segm")
+    slow = judge_detections_loop(dets, gt, iou_type="segm")
+    key = ["image_id", "category_id", "score", "correct"]
+    pd.testing.assert_frame_equal(fast.sort_values(key).reset_index(drop=True),
+                                  slow.sort_values(key).reset_index(drop=True), check_dtype=False)

@@ -148,3 +148,14 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     assert sorted(zip(sweep["variant"], sweep["fraction"])) == [
         ("onehot", 0.5), ("onehot", 1.0), ("similarity_corrected", 0.5), ("similarity_corrected", 1.0)]
     assert (run / "report" / "fig2_fraction_sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_paper_config_dry_run_through_slurm_profile(repo):
+    """The paper-scale config validates and its whole job graph builds without any data present."""
+    proc = subprocess.run([*SNAKEMAKE, "all", "-n", "--profile", "slurm", "--configfile", "configs/lvis.yaml"],
+                          cwd=repo, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    for rule in ("import_lvis", "embed_crops", "retrieve", "dedup", "split", "prototypes", "tune_teacher",
+                 "experiment_teacher", "train_student", "evaluate", "report"):
+        assert rule in out, rule

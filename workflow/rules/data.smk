@@ -18,10 +18,9 @@ if MINILVIS:
 
 else:
 
+    # The user's files are params, not inputs: the job graph (and `snakemake -n`) can be built
+    # before any data exists; stages.import_lvis checks them and names what is missing.
     rule import_lvis:
-        input:
-            train=config["dataset"]["train_json"] or [],
-            val=config["dataset"]["val_json"] or [],
         output:
             train=TRAIN_JSON,
             val=VAL_JSON,
