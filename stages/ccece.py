@@ -22,6 +22,7 @@ from stages.calibration import (
     reliability_table,
 )
 from stages.config import load_config
+from stages.detections_io import read_detections
 from stages.lvis_data import load_lvis
 
 
@@ -36,10 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cal = load_config(args.config)["calibration"]
     gt = load_lvis(args.gt)
-    with open(args.detections) as fh:
-        detections = json.load(fh)
-    if not isinstance(detections, list):
-        raise ValueError(f"{args.detections}: expected a list of LVIS results")
+    detections = read_detections(args.detections)
     judged = judge_detections(detections, gt, cal["iou_type"], cal["iou_threshold"])
     table = ccece_per_class(judged, gt["categories"], cal["bins"])
     ece = expected_calibration_error(judged["score"], judged["correct"], cal["bins"])

@@ -1,4 +1,5 @@
-"""Run a trained detector on the images of a json -> LVIS results json (<= 300 per image).
+"""Run a trained detector on the images of a json -> LVIS results (<= 300 per image), as a json
+(the evaluation contract) or, for an ``--out`` ending in .parquet, as a table.
 
 Used for the holdout15 predictions that feed CCECE and for the val predictions that are
 evaluated. Each detection: image_id, category_id, bbox (XYWH), score, segmentation (RLE).
@@ -18,8 +19,9 @@ import torch
 from detectron2.data import detection_utils as utils
 from tqdm import tqdm
 
-from stages.atomic import write_json
+from stages.atomic import write_json, write_parquet
 from stages.config import load_config
+from stages.detections_io import results_frame
 from stages.detector_data import test_transform
 from stages.device import configure_torch
 from stages.lvis_data import category_order, image_path, load_lvis
@@ -103,7 +105,10 @@ def main(argv: list[str] | None = None) -> None:
     category_ids = [c["id"] for c in category_order(data)]
     model = load_detector(config, args.weights, len(category_ids), args.phase)
     results = predict(model, config, data["images"], args.image_root, category_ids)
-    write_json(results, args.out)
+    if args.out.suffix == ".parquet":
+        write_parquet(results_frame(results), args.out)
+    else:
+        write_json(results, args.out)
     print(f"predict: {len(results)} detections on {len(data['images'])} images -> {args.out}")
 
 

@@ -183,8 +183,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ccece", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--checkpoint-dir", required=True, type=Path)
+    parser.add_argument("--lam", type=float, default=None, help="override student.lambda")
+    parser.add_argument("--unlabeled-weight", type=float, default=None, help="override student.unlabeled_weight")
     args = parser.parse_args(argv)
     config = load_config(args.config)
+    if args.lam is not None:
+        config["student"]["lambda"] = args.lam
+    if args.unlabeled_weight is not None:
+        config["student"]["unlabeled_weight"] = args.unlabeled_weight
     launch(train_student, config, "student", config, args.variant, args.labeled_json, args.unlabeled_json, args.image_root,
            args.teacher, args.ccece, args.out, args.checkpoint_dir)
     print(f"student ({args.variant}) -> {args.out}")

@@ -166,3 +166,14 @@ def test_vectorised_segm_judging_equals_the_loop():
     key = ["image_id", "category_id", "score", "correct"]
     pd.testing.assert_frame_equal(fast.sort_values(key).reset_index(drop=True),
                                   slow.sort_values(key).reset_index(drop=True), check_dtype=False)
+
+
+def test_detections_parquet_roundtrip(tmp_path):
+    from stages.atomic import write_parquet
+    from stages.detections_io import read_detections, results_frame
+
+    dets = [{"image_id": 1, "category_id": 2, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.5,
+             "segmentation": {"size": [8, 8], "counts": "abc"}},
+            {"image_id": 3, "category_id": 4, "bbox": [5.0, 6.0, 7.0, 8.0], "score": 0.25}]
+    write_parquet(results_frame(dets), tmp_path / "d.parquet")
+    assert read_detections(tmp_path / "d.parquet") == dets

@@ -120,12 +120,15 @@ def test_config_loader_lists_every_bad_key(repo):
 @pytest.mark.slow
 def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     """tune_teacher picks eps/gamma on holdout15, the final teacher is retrained on full train with
-    them (use_tuned + retrain_full), and fig2 sweeps labeled fractions per smoothing variant."""
+    them (use_tuned + retrain_full), tune_student picks lambda for the students, and fig2 sweeps
+    labeled fractions per smoothing variant."""
     from tests.conftest import tiny_config
 
     config = tiny_config(tmp_path / "results", run="tuned")
     config["teacher"].update(retrain_full=True, use_tuned=True)
-    config["tuning"] = {"teacher_eps": [0.1, 0.3], "teacher_gamma": [1.5]}
+    config["tuning"] = {"teacher_eps": [0.1, 0.3], "teacher_gamma": [1.5], "student_lambda": [0.5, 2.0],
+                        "student_unlabeled_weight": [1.0]}
+    config["student"]["use_tuned"] = True
     config["sweep"] = {"fractions": [0.5, 1.0], "variants": ["onehot", "similarity_corrected"]}
     config["student"]["variants"] = ["soft_corrected"]
     path = tmp_path / "tuned.yaml"
@@ -144,6 +147,12 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     # the final teacher was retrained on the full labeled train set with the chosen values
     final = run / "experiments" / f"teacher_full_frac1_similarity_eps{choice['eps']:g}_gamma{choice['gamma']:g}"
     assert (final / "model_final.pth").exists()
+    # lambda tuned on holdout15 with soft_corrected students, then used by the main-line student
+    student_grid = pd.read_csv(run / "tuning" / "student_grid.csv")
+    assert sorted(student_grid["lambda"]) == [0.5, 2.0]
+    student_choice = json.loads((run / "tuning" / "student_choice.json").read_text())
+    signature = json.loads((run / "student" / "soft_corrected" / "checkpoints" / "signature.json").read_text())
+    assert signature["config"]["student"]["lambda"] == student_choice["lambda"]
     sweep = pd.read_csv(run / "report" / "fig2_fraction_sweep.csv")
     assert sorted(zip(sweep["variant"], sweep["fraction"])) == [
         ("onehot", 0.5), ("onehot", 1.0), ("similarity_corrected", 0.5), ("similarity_corrected", 1.0)]

@@ -6,7 +6,7 @@ rule predict_holdout:
         weights=holdout_teacher_weights,
         images=f"{RUN}/split/holdout15.json",
     output:
-        f"{RUN}/calibration/holdout_detections.json",
+        f"{RUN}/calibration/holdout_detections.parquet",
     params:
         cfg=section_hash("model", "evaluation", "device"),
         root=IMAGE_ROOT,

@@ -73,6 +73,19 @@ def experiment_name(trainset, fraction, smoothing, eps, gamma):
     return f"teacher_{trainset}_frac{float(fraction):g}_{smoothing}_eps{float(eps):g}_gamma{float(gamma):g}"
 
 
+def student_experiment_name(variant, lam, weight):
+    return f"student_{variant}_lam{float(lam):g}_w{float(weight):g}"
+
+
+def student_hyperparams(wildcards=None):
+    """lambda and unlabeled weight of the main-line students: tuned on holdout15 or from the config."""
+    if config["student"]["use_tuned"]:
+        with open(checkpoints.tune_student.get().output.choice) as fh:
+            choice = json.load(fh)
+        return f"--lam {choice['lambda']} --unlabeled-weight {choice['unlabeled_weight']}"
+    return ""
+
+
 def _tuned_teacher(trainset):
     with open(checkpoints.tune_teacher.get().output.choice) as fh:
         choice = json.load(fh)

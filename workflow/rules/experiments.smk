@@ -19,7 +19,9 @@ wildcard_constraints:
     gamma=r"[0-9.]+",
     smoothing="onehot|uniform|similarity",
     evalset="val|holdout15",
-    teacher=r"teacher_[^/]+",
+    experiment=r"(teacher|student)_[^/]+",
+    lam=r"[0-9.]+",
+    weight=r"[0-9.]+",
 
 
 rule subsample:
@@ -91,10 +93,10 @@ rule experiment_teacher:
 
 rule experiment_predict:
     input:
-        weights=f"{EXP}/{{teacher}}/model_final.pth",
+        weights=f"{EXP}/{{experiment}}/model_final.pth",
         images=lambda w: VAL_JSON if w.evalset == "val" else f"{RUN}/split/holdout15.json",
     output:
-        f"{EXP}/{{teacher}}/eval_{{evalset}}/detections.json",
+        f"{EXP}/{{experiment}}/eval_{{evalset}}/detections.json",
     params:
         cfg=section_hash("model", "evaluation", "device"),
         root=IMAGE_ROOT,
@@ -103,7 +105,7 @@ rule experiment_predict:
     resources:
         **rule_resources("experiment_predict"),
     log:
-        f"{RUN}/logs/experiment_predict_{{teacher}}_{{evalset}}.log",
+        f"{RUN}/logs/experiment_predict_{{experiment}}_{{evalset}}.log",
     shell:
         stage("predict") + " --weights {input.weights} --images-json {input.images} --image-root {params.root}"
         " --out {output} > {log} 2>&1"
@@ -111,17 +113,17 @@ rule experiment_predict:
 
 use rule evaluate as experiment_evaluate with:
     input:
-        detections=f"{EXP}/{{teacher}}/eval_{{evalset}}/detections.json",
+        detections=f"{EXP}/{{experiment}}/eval_{{evalset}}/detections.json",
         gt=lambda w: VAL_JSON if w.evalset == "val" else f"{RUN}/split/holdout15.json",
     output:
-        metrics=f"{EXP}/{{teacher}}/eval_{{evalset}}/metrics.json",
-        per_class=f"{EXP}/{{teacher}}/eval_{{evalset}}/per_class_ap.csv",
-        reliability=f"{EXP}/{{teacher}}/eval_{{evalset}}/reliability.csv",
+        metrics=f"{EXP}/{{experiment}}/eval_{{evalset}}/metrics.json",
+        per_class=f"{EXP}/{{experiment}}/eval_{{evalset}}/per_class_ap.csv",
+        reliability=f"{EXP}/{{experiment}}/eval_{{evalset}}/reliability.csv",
     localrule: is_local("experiment_evaluate")
     resources:
         **rule_resources("experiment_evaluate"),
     log:
-        f"{RUN}/logs/experiment_evaluate_{{teacher}}_{{evalset}}.log",
+        f"{RUN}/logs/experiment_evaluate_{{experiment}}_{{evalset}}.log",
 
 
 def sweep_runs():
@@ -175,3 +177,50 @@ checkpoint tune_teacher:
     shell:
         stage("choose") + " --runs {params.runs} --out-table {output.table} --out-choice {output.choice} > {log} 2>&1"
 
+
+
+rule experiment_student:
+    input:
+        labeled=f"{RUN}/split/train85.json",
+        unlabeled=f"{RUN}/retrieval/unlabeled.json",
+        teacher=holdout_teacher_weights,
+        ccece=f"{RUN}/calibration/ccece.parquet",
+    output:
+        f"{EXP}/student_{{variant}}_lam{{lam}}_w{{weight}}/model_final.pth",
+    params:
+        cfg=section_hash("model", "student", "seed", "device"),
+        root=IMAGE_ROOT,
+        checkpoints=lambda w, output: str(Path(output[0]).parent / "checkpoints"),
+    threads: config["num_threads"]
+    localrule: is_local("experiment_student")
+    resources:
+        **rule_resources("experiment_student"),
+    log:
+        f"{RUN}/logs/experiment_student_{{variant}}_{{lam}}_{{weight}}.log",
+    shell:
+        stage("train_student") + " --variant {wildcards.variant} --labeled-json {input.labeled}"
+        " --unlabeled-json {input.unlabeled} --image-root {params.root} --teacher {input.teacher}"
+        " --ccece {input.ccece} --lam {wildcards.lam} --unlabeled-weight {wildcards.weight}"
+        " --out {output} --checkpoint-dir {params.checkpoints} > {log} 2>&1"
+
+
+def student_grid():
+    lams = config["tuning"]["student_lambda"] or [config["student"]["lambda"]]
+    weights = config["tuning"]["student_unlabeled_weight"] or [config["student"]["unlabeled_weight"]]
+    return [(lam, w, student_experiment_name("soft_corrected", lam, w)) for lam in lams for w in weights]
+
+
+checkpoint tune_student:
+    """lambda x unlabeled-weight grid: students on train85 + unlabeled, evaluated on holdout15."""
+    input:
+        [f"{EXP}/{name}/eval_holdout15/metrics.json" for _, _, name in student_grid()],
+    output:
+        table=f"{RUN}/tuning/student_grid.csv",
+        choice=f"{RUN}/tuning/student_choice.json",
+    params:
+        runs=[f"lambda={lam},unlabeled_weight={w}:{EXP}/{n}/eval_holdout15/metrics.json" for lam, w, n in student_grid()],
+    localrule: True
+    log:
+        f"{RUN}/logs/tune_student.log",
+    shell:
+        stage("choose") + " --runs {params.runs} --out-table {output.table} --out-choice {output.choice} > {log} 2>&1"

@@ -15,6 +15,7 @@ rule train_student:
         cfg=section_hash("model", "student", "seed", "device"),
         root=IMAGE_ROOT,
         checkpoints=lambda w: f"{RUN}/student/{w.variant}/checkpoints",
+        hyperparams=student_hyperparams,
     threads: config["num_threads"]
     localrule: is_local("train_student")
     resources:
@@ -24,4 +25,4 @@ rule train_student:
     shell:
         stage("train_student") + " --variant {wildcards.variant} --labeled-json {input.labeled}"
         " --unlabeled-json {input.unlabeled} --image-root {params.root} --teacher {input.teacher}"
-        " --ccece {input.ccece} --out {output} --checkpoint-dir {params.checkpoints} > {log} 2>&1"
+        " --ccece {input.ccece} {params.hyperparams} --out {output} --checkpoint-dir {params.checkpoints} > {log} 2>&1"
