@@ -44,6 +44,11 @@ def setup_logging(output_dir: str | Path | None = None) -> None:
     rank = comm.get_rank()  # only the main process prints; every process keeps its own log file
     setup_logger(output=output, distributed_rank=rank, name="detectron2", abbrev_name="d2")
     setup_logger(output=output, distributed_rank=rank, name="stages", abbrev_name="stages")
+    # Where this job runs: a Slurm job id and the GPUs it was given, for whoever reads the log.
+    placement = {k: os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "CUDA_VISIBLE_DEVICES")
+                 if k in os.environ}
+    if placement:
+        logger.info("placement: %s", " ".join(f"{k}={v}" for k, v in placement.items()))
 
 
 def seed_everything(seed: int, iteration: int, stream: int = 0) -> None:

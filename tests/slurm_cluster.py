@@ -1,0 +1,136 @@
+"""A real single-node Slurm cluster on localhost for the Slurm tests (Debian's packages).
+
+``LocalSlurm().start()`` installs slurmctld, slurmd, slurm-client and munge with apt-get when they
+are missing, writes a slurm.conf for this machine (its real CPUs and memory, a fake 2-GPU gres so
+GPU requests are scheduled as on a cluster), starts munged, slurmctld and slurmd, and waits until
+the node is idle. ``stop()`` stops only the daemons it started. Needs root (as on CI).
+
+    python -m tests.slurm_cluster start|stop|status
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
+STATE = Path("/tmp/pipeline-slurm")
+
+
+def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs)
+
+
+def ensure_packages() -> None:
+    if all(shutil.which(b) for b in ("slurmctld", "slurmd", "sbatch", "munged")):
+        return
+    if os.geteuid() != 0:
+        raise RuntimeError("installing Slurm needs root (apt-get)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    _run(["apt-get", "update", "-qq"], env=env)
+    _run(["apt-get", "install", "-y", "-qq", *PACKAGES], env=env)
+
+
+def _memory_mb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024 - 1024  # leave 1 GiB to the system
+    raise RuntimeError("no MemTotal in /proc/meminfo")
+
+
+class LocalSlurm:
+    def __init__(self, state: Path = STATE):
+        self.state = state
+        self.host = socket.gethostname().split(".")[0]
+
+    def write_config(self) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        for sub in ("spool", "slurmd", "log"):
+            (self.state / sub).mkdir(exist_ok=True)
+        gpus = [self.state / "gpu0", self.state / "gpu1"]
+        for g in gpus:
+            g.touch()
+        cpus = os.cpu_count() or 1
+        conf = f"""ClusterName=pipeline
+SlurmctldHost={self.host}
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+ReturnToService=2
+SlurmctldPidFile={self.state}/slurmctld.pid
+SlurmdPidFile={self.state}/slurmd.pid
+SlurmdSpoolDir={self.state}/slurmd
+StateSaveLocation={self.state}/spool
+SlurmctldLogFile={self.state}/log/slurmctld.log
+SlurmdLogFile={self.state}/log/slurmd.log
+SlurmUser=root
+MpiDefault=none
+GresTypes=gpu
+NodeName={self.host} CPUs={cpus} RealMemory={_memory_mb()} Gres=gpu:2 State=UNKNOWN
+PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
+"""
+        etc = Path("/etc/slurm")
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "slurm.conf").write_text(conf)
+        (etc / "gres.conf").write_text(f"AutoDetect=off\nName=gpu File={gpus[0]}\nName=gpu File={gpus[1]}\n")
+
+    def _start(self, name: str, cmd: list[str]) -> None:
+        pid_file = self.state / f"{name}.started"
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        pid_file.write_text(str(proc.pid))
+
+    def start(self, timeout: float = 60) -> None:
+        ensure_packages()
+        self.write_config()
+        munge_key = Path("/etc/munge/munge.key")
+        if not munge_key.exists():
+            _run(["mungekey", "--create"]) if shutil.which("mungekey") else _run(["create-munge-key"])
+        Path("/run/munge").mkdir(parents=True, exist_ok=True)
+        if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
+            self._start("munged", ["munged", "--foreground", "--force"])
+        self._start("slurmctld", ["slurmctld", "-D", "-i"])
+        time.sleep(1)
+        self._start("slurmd", ["slurmd", "-D"])
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout.strip()
+            if out in ("idle", "mixed"):
+                return
+            if out in ("down", "drained", "down*"):
+                subprocess.run(["scontrol", "update", f"nodename={self.host}", "state=resume"], capture_output=True)
+            time.sleep(0.5)
+        raise RuntimeError(f"Slurm node did not become idle; see {self.state}/log")
+
+    def stop(self) -> None:
+        for name in ("slurmd", "slurmctld", "munged"):
+            pid_file = self.state / f"{name}.started"
+            if pid_file.exists():
+                try:
+                    os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                pid_file.unlink()
+
+
+if __name__ == "__main__":
+    action = sys.argv[1] if len(sys.argv) > 1 else "status"
+    cluster = LocalSlurm()
+    if action == "start":
+        cluster.start()
+        print("slurm started")
+    elif action == "stop":
+        cluster.stop()
+        print("slurm stopped")
+    else:
+        print(subprocess.run(["sinfo"], capture_output=True, text=True).stdout)
