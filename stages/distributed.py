@@ -8,7 +8,6 @@ processes and finds the rendezvous address and its machine rank from Slurm's env
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import subprocess
@@ -20,8 +19,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.utils import comm
-
-logger = logging.getLogger("stages.distributed")
 
 
 def _free_port() -> int:
@@ -87,7 +84,8 @@ def launch(fn: Callable[..., None], config: dict[str, Any], phase: str, *args: A
     if per_machine * machines == 1:
         fn(*args)
         return
-    logger.info("launching %d x %d processes (%s, %s)", machines, per_machine, config["device"], url)
+    # Printed, not logged: no logger is configured before the workers start.
+    print(f"launching {machines} x {per_machine} processes ({config['device']}, {url})", flush=True)
     mp.start_processes(_worker, nprocs=per_machine, start_method="spawn", join=True,
                        args=(fn, per_machine, machines, machine_rank, url, config["device"], args))
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -37,6 +38,27 @@ def ensure_packages() -> None:
     _run(["apt-get", "install", "-y", "-qq", *PACKAGES], env=env)
 
 
+def _wait(predicate, timeout: float, message: str) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise RuntimeError(message)
+        time.sleep(0.1)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie leader still counts as alive for killpg; reap it if it is our child
+    try:
+        os.waitpid(pgid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True).returncode == 0
+
+
 def _memory_mb() -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
@@ -53,9 +75,14 @@ class LocalSlurm:
         self.state.mkdir(parents=True, exist_ok=True)
         for sub in ("spool", "slurmd", "log"):
             (self.state / sub).mkdir(exist_ok=True)
+        # Two fake GPUs: slurmd wants character devices behind a gres File= (it then exports
+        # CUDA_VISIBLE_DEVICES to the jobs); nodes with the numbers of /dev/null and /dev/zero do.
         gpus = [self.state / "gpu0", self.state / "gpu1"]
-        for g in gpus:
-            g.touch()
+        for g, minor in zip(gpus, (3, 5)):
+            if g.exists() and not g.is_char_device():
+                g.unlink()
+            if not g.exists():
+                os.mknod(g, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
         cpus = os.cpu_count() or 1
         conf = f"""ClusterName=pipeline
 SlurmctldHost={self.host}
@@ -97,8 +124,10 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
         if not munge_key.exists():
             _run(["mungekey", "--create"]) if shutil.which("mungekey") else _run(["create-munge-key"])
         Path("/run/munge").mkdir(parents=True, exist_ok=True)
-        if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
+        socket_path = Path("/run/munge/munge.socket.2")
+        if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0 or not socket_path.exists():
             self._start("munged", ["munged", "--foreground", "--force"])
+            _wait(socket_path.exists, 20, "munged did not create its socket")
         self._start("slurmctld", ["slurmctld", "-D", "-i"])
         time.sleep(1)
         self._start("slurmd", ["slurmd", "-D"])
@@ -113,13 +142,16 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
         raise RuntimeError(f"Slurm node did not become idle; see {self.state}/log")
 
     def stop(self) -> None:
+        """Stop the daemons this helper started (and wait for them), nothing else."""
         for name in ("slurmd", "slurmctld", "munged"):
             pid_file = self.state / f"{name}.started"
             if pid_file.exists():
+                pgid = int(pid_file.read_text())
                 try:
-                    os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+                    os.killpg(pgid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
+                _wait(lambda pgid=pgid: not _group_alive(pgid), 30, f"{name} did not stop")
                 pid_file.unlink()
 
 

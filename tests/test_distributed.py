@@ -40,5 +40,5 @@ def test_two_process_gloo_teacher(repo, tiny_minilvis, tmp_path):
     state = torch.load(out, map_location="cpu", weights_only=True)["model"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     # one writer: the main process's checkpoints and log; each rank's own log file
-    assert sorted(p.name for p in ckpt.glob("model_*.pth")) == ["model_0000003.pth", "model_0000007.pth"]
+    assert sorted(p.name for p in ckpt.glob("model_*.pth")) == ["model_0000003.pth", "model_0000007.pth", "model_final.pth"]
     assert (ckpt / "log.txt").exists() and (ckpt / "log.txt.rank1").exists()

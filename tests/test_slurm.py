@@ -40,7 +40,7 @@ def test_tiny_dag_through_slurm_profile(repo, slurm, tmp_path):
     cfg = tmp_path / "slurm.yaml"
     cfg.write_text(yaml.safe_dump(config))
     proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "--profile", "slurm", "--configfile", str(cfg),
-                           "--jobs", "2"], cwd=repo, capture_output=True, text=True, timeout=2400)
+                           "--jobs", "2", "--slurm-keep-successful-logs"], cwd=repo, capture_output=True, text=True, timeout=2400)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     run = Path(config["results_dir"]) / "slurm"

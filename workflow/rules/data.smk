@@ -11,6 +11,9 @@ if MINILVIS:
         params:
             cfg=section_hash("minilvis", "seed"),
             out=DATA,
+        localrule: is_local("make_minilvis")
+        resources:
+            **rule_resources("make_minilvis"),
         log:
             f"{RUN}/logs/make_minilvis.log",
         shell:
@@ -27,6 +30,9 @@ else:
             pool=POOL_JSON,
         params:
             cfg=section_hash("dataset"),
+        localrule: is_local("import_lvis")
+        resources:
+            **rule_resources("import_lvis"),
         log:
             f"{RUN}/logs/import_lvis.log",
         shell:
