@@ -73,3 +73,12 @@ def write_parquet(frame: Any, target: str | Path, metadata: dict[str, str] | Non
 
 def read_npy(path: str | Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
+
+
+def write_figure(fig: Any, target: str | Path, dpi: int = 100) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)

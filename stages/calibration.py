@@ -5,7 +5,11 @@ score, an unmatched ground truth of class i in the same image with IoU >= thresh
 default, mask IoU selectable). LVIS's federated rule decides what is judged: a detection whose
 class is neither annotated in the image nor listed in its ``neg_category_ids`` is left out; as
 in LVIS evaluation, an unmatched detection of a class in ``not_exhaustive_category_ids`` is left
-out too (the image may hold unannotated instances of it).
+out too (the image may hold unannotated instances of it, so "wrong" would be a guess).
+Detections on images that the ground truth does not have are dropped.
+
+Bins (eq. 4 and ECE): ``bins`` equal-width bins over [0, 1]; a score of exactly 1 falls in the
+last bin.
 """
 
 from __future__ import annotations
@@ -17,15 +21,32 @@ import numpy as np
 import pandas as pd
 import pycocotools.mask as mask_util
 
+from stages.lvis_data import FREQUENCIES
+
+JUDGED_COLUMNS = {"image_id": "int64", "category_id": "int64", "score": "float64", "correct": "bool"}
+
 
 def _check_scores(scores: np.ndarray, what: str = "scores") -> None:
-    if not np.all(np.isfinite(scores)):
-        raise ValueError(f"{what} contain NaN or inf ({int((~np.isfinite(scores)).sum())} values)")
+    """Scores are probabilities: finite and in [0, 1]; anything else is a bug upstream."""
+    scores = np.asarray(scores, dtype=np.float64)
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise ValueError(f"{what} contain NaN or inf ({int(bad.sum())} of {scores.size} values)")
     if scores.size and (scores.min() < 0 or scores.max() > 1):
         raise ValueError(f"{what} must lie in [0, 1], found range [{scores.min():.4g}, {scores.max():.4g}]")
 
 
+def _empty_judged() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in JUDGED_COLUMNS.items()})
+
+
+def _check_iou_type(iou_type: str) -> None:
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', found {iou_type!r}")
+
+
 def _gt_rle(ann: dict[str, Any], height: int, width: int) -> dict:
+    """A ground-truth segmentation (polygons, uncompressed or compressed RLE) as compressed RLE."""
     seg = ann["segmentation"]
     if isinstance(seg, list):
         return mask_util.merge(mask_util.frPyObjects(seg, height, width))
@@ -38,12 +59,10 @@ def judge_detections_loop(detections: list[dict] | pd.DataFrame, gt: dict[str, A
                           iou_threshold: float = 0.5) -> pd.DataFrame:
     """The judging rule written as a plain loop over (image, class) groups: the readable reference
     that :func:`judge_detections` (vectorised) must reproduce; slow at LVIS scale."""
-    if iou_type not in ("bbox", "segm"):
-        raise ValueError(f"iou_type must be 'bbox' or 'segm', found {iou_type!r}")
+    _check_iou_type(iou_type)
     dets = detections.to_dict("records") if isinstance(detections, pd.DataFrame) else list(detections)
-    columns = ["image_id", "category_id", "score", "correct"]
     if not dets:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(columns, ["int64", "int64", "float64", "bool"])})
+        return _empty_judged()
     _check_scores(np.asarray([d["score"] for d in dets], dtype=np.float64), "detection scores")
     images = {img["id"]: img for img in gt["images"]}
     gts: dict[tuple[int, int], list[dict]] = defaultdict(list)
@@ -64,7 +83,8 @@ def judge_detections_loop(detections: list[dict] | pd.DataFrame, gt: dict[str, A
         correct = np.zeros(len(group), dtype=bool)
         if targets:
             if iou_type == "bbox":
-                iou = mask_util.iou([d["bbox"] for d in group], [t["bbox"] for t in targets], [0] * len(targets))
+                iou = mask_util.iou([list(map(float, d["bbox"])) for d in group], [t["bbox"] for t in targets],
+                                    [0] * len(targets))
             else:
                 h, w = img["height"], img["width"]
                 iou = mask_util.iou([d["segmentation"] for d in group], [_gt_rle(t, h, w) for t in targets],
@@ -88,78 +108,8 @@ def judge_detections_loop(detections: list[dict] | pd.DataFrame, gt: dict[str, A
                          "score": np.asarray(out_score, dtype=np.float64), "correct": np.asarray(out_correct, dtype=bool)})
 
 
-def bin_index(scores: np.ndarray, bins: int) -> np.ndarray:
-    """Equal-width bins over [0, 1]; a score of exactly 1 falls in the last bin."""
-    return np.minimum((np.asarray(scores) * bins).astype(np.int64), bins - 1)
-
-
-def ccece_per_class(judged: pd.DataFrame, categories: list[dict[str, Any]], bins: int = 15) -> pd.DataFrame:
-    """Eq. (4) per category (in category order): Delta_i = sum_b (N_ib / N_i)(acc_ib - conf_ib)."""
-    cats = sorted(categories, key=lambda c: c["id"])
-    index = {c["id"]: i for i, c in enumerate(cats)}
-    unknown = set(judged["category_id"].unique()) - set(index)
-    if unknown:
-        raise ValueError(f"detections name categories {sorted(unknown)[:10]} that the ground truth does not have")
-    scores = judged["score"].to_numpy(dtype=np.float64)
-    _check_scores(scores, "detection scores")
-    correct = judged["correct"].to_numpy(dtype=np.float64)
-    cls = judged["category_id"].map(index).to_numpy(dtype=np.int64)
-    num = len(cats)
-    flat = cls * bins + bin_index(scores, bins)
-    n_ib = np.bincount(flat, minlength=num * bins).reshape(num, bins).astype(np.float64)
-    correct_ib = np.bincount(flat, weights=correct, minlength=num * bins).reshape(num, bins)
-    score_ib = np.bincount(flat, weights=scores, minlength=num * bins).reshape(num, bins)
-    n_i = n_ib.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acc_ib = np.where(n_ib > 0, correct_ib / n_ib, 0.0)
-        conf_ib = np.where(n_ib > 0, score_ib / n_ib, 0.0)
-        binned = np.where(n_i > 0, ((n_ib / np.maximum(n_i[:, None], 1)) * (acc_ib - conf_ib)).sum(axis=1), 0.0)
-        accuracy = np.where(n_i > 0, correct_ib.sum(axis=1) / n_i, np.nan)
-        confidence = np.where(n_i > 0, score_ib.sum(axis=1) / n_i, np.nan)
-    direct = np.where(n_i > 0, accuracy - confidence, 0.0)
-    # The signed binned sum telescopes to mean(correct) - mean(confidence); both forms must agree.
-    if not np.allclose(binned, direct, atol=1e-9):
-        raise AssertionError("binned and direct CCECE disagree")
-    return pd.DataFrame({
-        "category_id": [c["id"] for c in cats], "name": [c["name"] for c in cats],
-        "frequency": [c.get("frequency", "") for c in cats], "n_detections": n_i.astype(np.int64),
-        "accuracy": accuracy, "confidence": confidence, "ccece": binned,
-    })
-
-
-def reliability_table(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> pd.DataFrame:
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    _check_scores(confidence, "confidences")
-    b = bin_index(confidence, bins)
-    count = np.bincount(b, minlength=bins).astype(np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acc = np.bincount(b, weights=correct, minlength=bins) / count
-        conf = np.bincount(b, weights=confidence, minlength=bins) / count
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    return pd.DataFrame({"bin_lower": edges[:-1], "bin_upper": edges[1:], "count": count,
-                         "accuracy": np.where(count > 0, acc, np.nan), "confidence": np.where(count > 0, conf, np.nan)})
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    """ECE = sum_b (N_b / N) |acc_b - conf_b| (Naeini et al. 2015); 0 for no detections."""
-    table = reliability_table(confidence, correct, bins)
-    total = table["count"].sum()
-    if total == 0:
-        return 0.0
-    filled = table[table["count"] > 0]
-    return float((filled["count"] / total * (filled["accuracy"] - filled["confidence"]).abs()).sum())
-
-
-def ece_per_frequency(judged: pd.DataFrame, categories: list[dict[str, Any]], bins: int = 15) -> dict[str, float]:
-    freq = {c["id"]: c.get("frequency") for c in categories}
-    groups = judged["category_id"].map(freq)
-    return {f: expected_calibration_error(judged.loc[groups == f, "score"], judged.loc[groups == f, "correct"], bins)
-            for f in ("r", "c", "f")}
-
-
 def _box_iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of row-aligned XYWH boxes a[k], b[k] (non-crowd)."""
+    """IoU of row-aligned XYWH boxes a[k], b[k] (non-crowd), as pycocotools computes it."""
     ax1, ay1 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
     bx1, by1 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
     iw = np.clip(np.minimum(ax1, bx1) - np.maximum(a[:, 0], b[:, 0]), 0, None)
@@ -169,39 +119,71 @@ def _box_iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
+def _mask_iou_pairs(segmentations: list, anns: list[dict], images: dict[int, dict], pair_key: np.ndarray,
+                    pair_det: np.ndarray, pair_gt: np.ndarray) -> np.ndarray:
+    """Mask IoU of each (detection, ground truth) pair: one pycocotools call per (image, class) group."""
+    out = np.empty(len(pair_det), dtype=np.float64)
+    if not len(pair_det):
+        return out
+    gt_rles: dict[int, dict] = {}
+    order = np.argsort(pair_key, kind="stable")
+    bounds = np.r_[0, np.flatnonzero(np.diff(pair_key[order])) + 1, len(order)]
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        block = order[lo:hi]
+        det_u = np.unique(pair_det[block])
+        gt_u = np.unique(pair_gt[block])
+        for g in gt_u:
+            if g not in gt_rles:
+                img = images[anns[g]["image_id"]]
+                gt_rles[g] = _gt_rle(anns[g], img["height"], img["width"])
+        iou = np.asarray(mask_util.iou([segmentations[d] for d in det_u], [gt_rles[g] for g in gt_u], [0] * len(gt_u)),
+                         dtype=np.float64).reshape(len(det_u), len(gt_u))
+        out[block] = iou[np.searchsorted(det_u, pair_det[block]), np.searchsorted(gt_u, pair_gt[block])]
+    return out
+
+
 def judge_detections(detections: list[dict] | pd.DataFrame, gt: dict[str, Any], iou_type: str = "bbox",
                      iou_threshold: float = 0.5) -> pd.DataFrame:
-    """Columns image_id, category_id, score, correct: the judged detections (federated rule).
+    """The judged detections: columns image_id, category_id, score, correct (bool).
 
-    Vectorised: detection-ground-truth pairs of the same (image, class) are built with numpy, and
-    the greedy matching runs over score ranks -- step r matches the r-th best detection of every
-    group at once (groups share no ground truth, so one step has no conflicts). Same result as
-    :func:`judge_detections_loop`.
+    ``detections``: LVIS results (list of dicts) or a frame with the same columns; ``gt``: an LVIS
+    json. Rules in the module docstring. Vectorised: detection-ground-truth pairs of the same
+    (image, class) are built with numpy, and the greedy matching runs over score ranks -- step r
+    matches the r-th best detection of every group at once (groups share no ground truth, so one
+    step has no conflicts). Same result as :func:`judge_detections_loop`.
     """
-    if iou_type not in ("bbox", "segm"):
-        raise ValueError(f"iou_type must be 'bbox' or 'segm', found {iou_type!r}")
+    _check_iou_type(iou_type)
     frame = detections if isinstance(detections, pd.DataFrame) else pd.DataFrame(list(detections))
-    columns = ["image_id", "category_id", "score", "correct"]
     if frame.empty:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(columns, ["int64", "int64", "float64", "bool"])})
+        return _empty_judged()
+    needed = {"image_id", "category_id", "score", "bbox" if iou_type == "bbox" else "segmentation"}
+    missing = needed - set(frame.columns)
+    if missing:
+        raise ValueError(f"detections lack {sorted(missing)} (needed for iou_type {iou_type!r})")
     scores = frame["score"].to_numpy(dtype=np.float64)
     _check_scores(scores, "detection scores")
     images = {img["id"]: img for img in gt["images"]}
-    in_gt = frame["image_id"].isin(images.keys()).to_numpy()
+    in_gt = frame["image_id"].isin(list(images)).to_numpy()
     frame, scores = frame[in_gt].reset_index(drop=True), scores[in_gt]
+    if frame.empty:
+        return _empty_judged()
     det_img = frame["image_id"].to_numpy(dtype=np.int64)
     det_cat = frame["category_id"].to_numpy(dtype=np.int64)
 
     anns = gt["annotations"]
     gt_img = np.fromiter((a["image_id"] for a in anns), dtype=np.int64, count=len(anns))
     gt_cat = np.fromiter((a["category_id"] for a in anns), dtype=np.int64, count=len(anns))
-    # One integer key per (image, class); the class ids of LVIS fit far below 2**20.
-    shift = np.int64(1 << 20)
+    neg_pairs = np.array([(img["id"], c) for img in gt["images"] for c in img.get("neg_category_ids", [])],
+                         dtype=np.int64).reshape(-1, 2)
+    ne_pairs = np.array([(img["id"], c) for img in gt["images"] for c in img.get("not_exhaustive_category_ids", [])],
+                        dtype=np.int64).reshape(-1, 2)
+    # One integer key per (image, class): image * shift + class, shift above every class id.
+    shift = np.int64(1 + max(det_cat.max(initial=0), gt_cat.max(initial=0), neg_pairs[:, 1].max(initial=0),
+                             ne_pairs[:, 1].max(initial=0)))
     det_key, gt_key = det_img * shift + det_cat, gt_img * shift + gt_cat
-    neg_keys = np.array([img["id"] * shift + c for img in gt["images"] for c in img.get("neg_category_ids", [])],
-                        dtype=np.int64)
-    ne_keys = np.array([img["id"] * shift + c for img in gt["images"] for c in img.get("not_exhaustive_category_ids", [])],
-                       dtype=np.int64)
+    neg_keys = neg_pairs[:, 0] * shift + neg_pairs[:, 1]
+    ne_keys = ne_pairs[:, 0] * shift + ne_pairs[:, 1]
+
     gt_order = np.argsort(gt_key, kind="stable")
     gt_key_sorted = gt_key[gt_order]
     start = np.searchsorted(gt_key_sorted, det_key, side="left")
@@ -225,20 +207,20 @@ def judge_detections(detections: list[dict] | pd.DataFrame, gt: dict[str, Any], 
         gt_boxes = np.asarray([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
         pair_iou = _box_iou_pairs(det_boxes[pair_det], gt_boxes[pair_gt])
     else:
-        pair_iou = _mask_iou_pairs(frame, gt, anns, images, pair_det, pair_gt)
+        pair_iou = _mask_iou_pairs(frame["segmentation"].tolist(), anns, images, det_key[pair_det], pair_det, pair_gt)
 
     correct = np.zeros(len(det_key), dtype=bool)
     taken = np.zeros(len(anns), dtype=bool)
-    by_rank = np.argsort(rank[pair_det], kind="stable")
-    pair_rank = rank[pair_det][by_rank]
-    bounds = np.searchsorted(pair_rank, np.arange(pair_rank.max() + 2 if len(pair_rank) else 1))
-    for r in range(len(bounds) - 1):
-        sl = by_rank[bounds[r]:bounds[r + 1]]
-        if sl.size == 0:
+    pair_rank = rank[pair_det]
+    by_rank = np.argsort(pair_rank, kind="stable")
+    bounds = np.searchsorted(pair_rank[by_rank], np.arange(pair_rank.max(initial=-1) + 2))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if lo == hi:
             continue
+        sl = by_rank[lo:hi]
         dets, gts = pair_det[sl], pair_gt[sl]
         iou = np.where(taken[gts], -1.0, pair_iou[sl])
-        # best pair per detection: sort by (detection, -iou, gt index) and take each block's first
+        # best free ground truth per detection: sort by (detection, -iou, gt index), take each block's first
         pick = np.lexsort((gts, -iou, dets))
         is_first = np.r_[True, dets[pick][1:] != dets[pick][:-1]]
         best = pick[is_first]
@@ -246,21 +228,95 @@ def judge_detections(detections: list[dict] | pd.DataFrame, gt: dict[str, Any], 
         correct[dets[best][hit]] = True
         taken[gts[best][hit]] = True
 
-    # LVIS: an unmatched detection of a not-exhaustively annotated class is not judged.
     keep = judged & (correct | ~np.isin(det_key, ne_keys))
     return pd.DataFrame({"image_id": det_img[keep], "category_id": det_cat[keep], "score": scores[keep],
                          "correct": correct[keep]})
 
 
-def _mask_iou_pairs(frame: pd.DataFrame, gt: dict[str, Any], anns: list[dict], images: dict[int, dict],
-                    pair_det: np.ndarray, pair_gt: np.ndarray) -> np.ndarray:
-    """Mask IoU of each (detection, ground truth) pair, via pycocotools RLEs."""
-    segs = frame["segmentation"].tolist()
-    gt_rles: dict[int, dict] = {}
-    out = np.empty(len(pair_det), dtype=np.float64)
-    for k, (d, g) in enumerate(zip(pair_det, pair_gt)):
-        if g not in gt_rles:
-            img = images[anns[g]["image_id"]]
-            gt_rles[g] = _gt_rle(anns[g], img["height"], img["width"])
-        out[k] = mask_util.iou([segs[d]], [gt_rles[g]], [0])[0][0]
-    return out
+def bin_index(scores: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width bin of each score over [0, 1]; a score of exactly 1 falls in the last bin."""
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, found {bins}")
+    return np.minimum((np.asarray(scores, dtype=np.float64) * bins).astype(np.int64), bins - 1)
+
+
+def ccece_per_class(judged: pd.DataFrame, categories: list[dict[str, Any]], bins: int = 15) -> pd.DataFrame:
+    """Eq. (4) per category, in category order (sorted by id).
+
+    Columns category_id, name, frequency, n_detections, accuracy (mean correct), confidence (mean
+    score), ccece = Delta_i = sum_b (N_ib / N_i)(acc_ib - conf_ib). A class with no judged
+    detection: n_detections 0, ccece 0.0, accuracy and confidence NaN.
+    """
+    cats = sorted(categories, key=lambda c: c["id"])
+    index = {c["id"]: i for i, c in enumerate(cats)}
+    unknown = set(judged["category_id"].unique().tolist()) - set(index)
+    if unknown:
+        raise ValueError(f"judged detections name categories {sorted(unknown)[:10]} that the ground truth does not have")
+    scores = judged["score"].to_numpy(dtype=np.float64)
+    _check_scores(scores, "detection scores")
+    correct = judged["correct"].to_numpy(dtype=np.float64)
+    cls = judged["category_id"].map(index).to_numpy(dtype=np.int64)
+    num = len(cats)
+    # One bincount over (class, bin) cells gives N_ib, the correct count and the score sum per cell.
+    flat = cls * bins + bin_index(scores, bins)
+    n_ib = np.bincount(flat, minlength=num * bins).reshape(num, bins).astype(np.float64)
+    correct_ib = np.bincount(flat, weights=correct, minlength=num * bins).reshape(num, bins)
+    score_ib = np.bincount(flat, weights=scores, minlength=num * bins).reshape(num, bins)
+    n_i = n_ib.sum(axis=1)
+    filled = n_ib > 0
+    acc_ib = np.divide(correct_ib, n_ib, out=np.zeros_like(n_ib), where=filled)
+    conf_ib = np.divide(score_ib, n_ib, out=np.zeros_like(n_ib), where=filled)
+    weight_ib = n_ib / np.maximum(n_i, 1)[:, None]
+    binned = (weight_ib * (acc_ib - conf_ib)).sum(axis=1)  # 0 for a class without detections
+    has = n_i > 0
+    accuracy = np.divide(correct_ib.sum(axis=1), n_i, out=np.full(num, np.nan), where=has)
+    confidence = np.divide(score_ib.sum(axis=1), n_i, out=np.full(num, np.nan), where=has)
+    direct = np.where(has, accuracy - confidence, 0.0)
+    # The signed binned sum telescopes to mean(correct) - mean(confidence) (DESIGN.md): a
+    # disagreement means a binning bug, never a property of the data.
+    if not np.allclose(binned, direct, rtol=0.0, atol=1e-9):
+        worst = int(np.argmax(np.abs(binned - direct)))
+        raise AssertionError(f"binned and direct CCECE disagree for category {cats[worst]['id']}: "
+                             f"{binned[worst]!r} vs {direct[worst]!r}")
+    return pd.DataFrame({
+        "category_id": np.asarray([c["id"] for c in cats], dtype=np.int64),
+        "name": [c["name"] for c in cats],
+        "frequency": [c.get("frequency", "") for c in cats],
+        "n_detections": n_i.astype(np.int64),
+        "accuracy": accuracy, "confidence": confidence, "ccece": binned,
+    })
+
+
+def reliability_table(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> pd.DataFrame:
+    """Per bin: bin_lower, bin_upper, count, accuracy, confidence (NaN for an empty bin)."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if confidence.shape != correct.shape:
+        raise ValueError(f"confidence and correct differ in shape: {confidence.shape} vs {correct.shape}")
+    _check_scores(confidence, "confidences")
+    b = bin_index(confidence, bins)
+    count = np.bincount(b, minlength=bins).astype(np.int64)
+    filled = count > 0
+    acc = np.divide(np.bincount(b, weights=correct, minlength=bins), count, out=np.full(bins, np.nan), where=filled)
+    conf = np.divide(np.bincount(b, weights=confidence, minlength=bins), count, out=np.full(bins, np.nan), where=filled)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return pd.DataFrame({"bin_lower": edges[:-1], "bin_upper": edges[1:], "count": count,
+                         "accuracy": acc, "confidence": conf})
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE = sum_b (N_b / N) |acc_b - conf_b| (Naeini et al. 2015); 0.0 for no detections."""
+    table = reliability_table(confidence, correct, bins)
+    total = int(table["count"].sum())
+    if total == 0:
+        return 0.0
+    filled = table[table["count"] > 0]
+    return float((filled["count"] / total * (filled["accuracy"] - filled["confidence"]).abs()).sum())
+
+
+def ece_per_frequency(judged: pd.DataFrame, categories: list[dict[str, Any]], bins: int = 15) -> dict[str, float]:
+    """ECE over the judged detections of each frequency group r/c/f (0.0 for a group without any)."""
+    freq = {c["id"]: c.get("frequency") for c in categories}
+    groups = judged["category_id"].map(freq)
+    return {f: expected_calibration_error(judged.loc[groups == f, "score"], judged.loc[groups == f, "correct"], bins)
+            for f in FREQUENCIES}

@@ -1,7 +1,10 @@
 """CCECE (eq. 4) of the train85 teacher on holdout15, and its ECE.
 
-Writes ccece.parquet (one row per category; the run's ECE in the parquet metadata under "ece"),
-a sibling json with the ECE (overall and per frequency group) and the reliability table.
+Writes ccece.parquet (one row per category, in category order: category_id, name, frequency,
+n_detections, accuracy, confidence, ccece; the run's ECE in the parquet key-value metadata under
+"ece", the whole summary under "summary"), the summary json {"ece", "n_judged", "bins",
+"iou_type", "per_frequency": {"r", "c", "f"}, ...} and, optionally, the reliability table.
+Judging and bins follow the config's `calibration` section.
 
 CLI: python -m stages.ccece --config CFG --detections holdout_detections.json --gt holdout15.json
         --out ccece.parquet --ece-json ece.json [--reliability reliability.csv]
@@ -12,6 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from stages.atomic import atomic_path, write_json, write_parquet
 from stages.calibration import (
@@ -23,17 +29,35 @@ from stages.calibration import (
 )
 from stages.config import load_config
 from stages.detections_io import read_detections
-from stages.lvis_data import load_lvis
+from stages.lvis_data import FREQUENCIES, load_lvis
+
+
+def summary_lines(table: pd.DataFrame, summary: dict[str, Any], shown: int = 3) -> list[str]:
+    """A few lines for the log: counts, ECE, mean CCECE per frequency, the extreme classes."""
+    lines = [f"ccece: {summary['n_judged']} judged of {summary['n_detections']} detections; "
+             f"ECE {summary['ece']:.4f} ({summary['bins']} bins, {summary['iou_type']} IoU >= {summary['iou_threshold']})"]
+    seen = table[table["n_detections"] > 0]
+    for freq in FREQUENCIES:
+        part = seen[seen["frequency"] == freq]
+        mean = f"{part['ccece'].mean():+.4f}" if len(part) else "n/a"
+        lines.append(f"  {freq}: {len(part)} classes with detections, mean CCECE {mean}, "
+                     f"ECE {summary['per_frequency'][freq]:.4f}")
+    if len(seen):
+        ordered = seen.sort_values("ccece")
+        for label, rows in (("most overconfident", ordered.head(shown)), ("most underconfident", ordered.tail(shown)[::-1])):
+            text = ", ".join(f"{r.name} ({r.frequency}, n={r.n_detections}) {r.ccece:+.3f}" for r in rows.itertuples())
+            lines.append(f"  {label}: {text}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Eq. (4): class-conditional expected calibration error")
+    parser = argparse.ArgumentParser(description="Eq. (4): class-conditional expected calibration error (CCECE)")
     parser.add_argument("--config", required=True)
-    parser.add_argument("--detections", required=True, type=Path)
-    parser.add_argument("--gt", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--detections", required=True, type=Path, help="LVIS results json or detections parquet")
+    parser.add_argument("--gt", required=True, type=Path, help="LVIS json the detections are judged on")
+    parser.add_argument("--out", required=True, type=Path, help="ccece.parquet")
     parser.add_argument("--ece-json", required=True, type=Path)
-    parser.add_argument("--reliability", type=Path, default=None)
+    parser.add_argument("--reliability", type=Path, default=None, help="optional reliability csv")
     args = parser.parse_args(argv)
     cal = load_config(args.config)["calibration"]
     gt = load_lvis(args.gt)
@@ -41,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     judged = judge_detections(detections, gt, cal["iou_type"], cal["iou_threshold"])
     table = ccece_per_class(judged, gt["categories"], cal["bins"])
     ece = expected_calibration_error(judged["score"], judged["correct"], cal["bins"])
-    summary = {"ece": ece, "n_detections": len(detections), "n_judged": int(len(judged)), "bins": cal["bins"],
+    summary = {"ece": ece, "n_judged": int(len(judged)), "n_detections": len(detections), "bins": cal["bins"],
                "iou_type": cal["iou_type"], "iou_threshold": cal["iou_threshold"],
                "per_frequency": ece_per_frequency(judged, gt["categories"], cal["bins"])}
     write_parquet(table, args.out, metadata={"ece": repr(ece), "summary": json.dumps(summary)})
@@ -49,9 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.reliability:
         with atomic_path(args.reliability) as tmp:
             reliability_table(judged["score"], judged["correct"], cal["bins"]).to_csv(tmp, index=False)
-    print(f"ccece: {len(judged)} judged of {len(detections)} detections; ECE {ece:.4f}")
-    print(table.to_string(index=False))
-
+    print("\n".join(summary_lines(table, summary)))
 
 
 if __name__ == "__main__":

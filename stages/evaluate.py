@@ -1,5 +1,12 @@
 """Evaluate one model's val detections: LVIS segm + bbox metrics, ECE, reliability, per-class AP.
 
+metrics.json (DESIGN.md contract): {"segm": {AP, AP50, AP75, APs, APm, APl, APr, APc, APf},
+"bbox": {...}, "ece": float, "ece_per_frequency": {"r", "c", "f"}, "n_detections": int,
+"n_judged": int, "n_cut": int}; AP on the 0-100 scale, null where a group has no ground truth.
+The ECE judges the detections on the val ground truth with the `calibration` rule of the config
+(IoU type and threshold) and `evaluation.ece_bins` bins. per_class_ap.csv is the mask AP per
+class (0-1 scale); reliability.csv the ECE's per-bin table.
+
 CLI: python -m stages.evaluate --config CFG --gt val.json --detections detections.json
         --out-metrics metrics.json --out-per-class per_class_ap.csv --out-reliability reliability.csv
 """
@@ -16,8 +23,9 @@ from typing import Any
 from stages.atomic import atomic_path, write_json
 from stages.calibration import ece_per_frequency, expected_calibration_error, judge_detections, reliability_table
 from stages.config import load_config
+from stages.detections_io import read_detections
 from stages.lvis_data import load_lvis
-from stages.lvis_eval import lvis_metrics, per_class_ap, run_lvis_eval, summary_metrics
+from stages.lvis_eval import per_class_ap, run_lvis_eval, summary_metrics
 
 
 def top_detections(detections: list[dict[str, Any]], max_per_image: int) -> tuple[list[dict[str, Any]], int]:
@@ -33,43 +41,52 @@ def top_detections(detections: list[dict[str, Any]], max_per_image: int) -> tupl
     return kept, cut
 
 
-def _json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
+def json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
+    """NaN -> None: json has no NaN, and the atomic writer refuses it."""
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
 
 
+def evaluate(config: dict[str, Any], gt_path: Path, detections: list[dict[str, Any]]) -> tuple[dict[str, Any], Any, Any]:
+    """metrics.json's content, the per-class AP frame and the reliability frame."""
+    evaluation, cal = config["evaluation"], config["calibration"]
+    max_dets, bins = evaluation["max_detections"], evaluation["ece_bins"]
+    gt = load_lvis(gt_path)
+    detections, cut = top_detections(detections, max_dets)
+    if cut:
+        print(f"evaluate: kept the top {max_dets} detections per image, cut {cut}")
+    segm_eval = run_lvis_eval(gt_path, detections, "segm", max_dets)
+    bbox_eval = run_lvis_eval(gt_path, detections, "bbox", max_dets)
+    judged = judge_detections(detections, gt, cal["iou_type"], cal["iou_threshold"])
+    metrics: dict[str, Any] = {
+        "segm": json_safe(summary_metrics(segm_eval)),
+        "bbox": json_safe(summary_metrics(bbox_eval)),
+        "ece": expected_calibration_error(judged["score"], judged["correct"], bins),
+        "ece_per_frequency": ece_per_frequency(judged, gt["categories"], bins),
+        "n_detections": len(detections),
+        "n_judged": int(len(judged)),
+        "n_cut": cut,
+    }
+    per_class = per_class_ap(segm_eval, gt["categories"])
+    reliability = reliability_table(judged["score"], judged["correct"], bins)
+    return metrics, per_class, reliability
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="LVIS metrics, ECE and reliability of one model")
+    parser = argparse.ArgumentParser(description="LVIS metrics (segm, bbox), ECE and reliability of one model")
     parser.add_argument("--config", required=True)
-    parser.add_argument("--gt", required=True, type=Path)
-    parser.add_argument("--detections", required=True, type=Path)
+    parser.add_argument("--gt", required=True, type=Path, help="LVIS json of the evaluation set")
+    parser.add_argument("--detections", required=True, type=Path, help="LVIS results json (or detections parquet)")
     parser.add_argument("--out-metrics", required=True, type=Path)
     parser.add_argument("--out-per-class", required=True, type=Path)
     parser.add_argument("--out-reliability", required=True, type=Path)
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    gt = load_lvis(args.gt)
-    with open(args.detections) as fh:
-        detections = json.load(fh)
-    detections, cut = top_detections(detections, config["evaluation"]["max_detections"])
-    if cut:
-        print(f"evaluate: kept the top {config['evaluation']['max_detections']} per image, cut {cut} detections")
-    segm_eval = run_lvis_eval(args.gt, detections, "segm", config["evaluation"]["max_detections"])
-    metrics: dict[str, Any] = {
-        "segm": _json_safe(summary_metrics(segm_eval)),
-        "bbox": _json_safe(lvis_metrics(args.gt, detections, "bbox", config["evaluation"]["max_detections"])),
-    }
-    cal = config["calibration"]
-    bins = config["evaluation"]["ece_bins"]
-    judged = judge_detections(detections, gt, cal["iou_type"], cal["iou_threshold"])
-    metrics["ece"] = expected_calibration_error(judged["score"], judged["correct"], bins)
-    metrics["ece_per_frequency"] = ece_per_frequency(judged, gt["categories"], bins)
-    metrics["n_detections"] = len(detections)
-    metrics["n_judged"] = int(len(judged))
+    metrics, per_class, reliability = evaluate(config, args.gt, read_detections(args.detections))
     write_json(metrics, args.out_metrics, indent=2)
     with atomic_path(args.out_per_class) as tmp:
-        per_class_ap(segm_eval, gt["categories"]).to_csv(tmp, index=False)
+        per_class.to_csv(tmp, index=False)
     with atomic_path(args.out_reliability) as tmp:
-        reliability_table(judged["score"], judged["correct"], bins).to_csv(tmp, index=False)
+        reliability.to_csv(tmp, index=False)
     print(json.dumps(metrics, indent=2))
 
 

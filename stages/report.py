@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stages.atomic import atomic_path, write_text  # noqa: E402
+from stages.atomic import atomic_path, write_figure, write_text  # noqa: E402
 from stages.config import load_config  # noqa: E402
 
 # Table 1 of the paper (LVIS v1 val, mask AP): the reference each of our rows stands for.
@@ -81,9 +81,7 @@ def reliability_figure(eval_dir: Path, models: list[str], out: Path) -> None:
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{model}  ECE={ece:.3f}")
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    write_figure(fig, out)
 
 
 def per_class_figure(eval_dir: Path, models: list[str], categories: pd.DataFrame, out: Path) -> None:
@@ -97,9 +95,7 @@ def per_class_figure(eval_dir: Path, models: list[str], categories: pd.DataFrame
         ax.set(xscale="log", xlabel="training instances", ylabel="mask AP", title=model)
         ax.legend(title="frequency", fontsize=8)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    write_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> None:

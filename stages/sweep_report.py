@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stages.atomic import atomic_path  # noqa: E402
+from stages.atomic import atomic_path, write_figure  # noqa: E402
 
 
 def sweep_table(runs: list[str]) -> pd.DataFrame:
@@ -36,9 +36,7 @@ def sweep_figure(table: pd.DataFrame, out) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    write_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> None:

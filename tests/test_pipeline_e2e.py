@@ -128,7 +128,7 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     config["teacher"].update(retrain_full=True, use_tuned=True)
     config["tuning"] = {"teacher_eps": [0.1, 0.3], "teacher_gamma": [1.5], "student_lambda": [0.5, 2.0],
                         "student_unlabeled_weight": [1.0]}
-    config["student"]["use_tuned"] = True
+    config["student"].update(use_tuned=True, ema_decay=0.99)  # also runs the EMA teacher path
     config["sweep"] = {"fractions": [0.5, 1.0], "variants": ["onehot", "similarity_corrected"]}
     config["student"]["variants"] = ["soft_corrected"]
     path = tmp_path / "tuned.yaml"

@@ -54,3 +54,42 @@ def test_tiny_dag_through_slurm_profile(repo, slurm, tmp_path):
     for log in ("train_teacher_train85.log", "train_student_soft_corrected.log"):
         text = (run / "logs" / log).read_text()
         assert "SLURM_JOB_ID=" in text and "CUDA_VISIBLE_DEVICES=0" in text, text[-2000:]
+
+
+def test_requeued_training_job_resumes_from_its_checkpoint(repo, slurm, tiny_minilvis, tmp_path):
+    """A preempted (requeued) Slurm training job restarts, resumes from its last checkpoint and
+    ends with the weights of an uninterrupted run."""
+    import time
+
+    import torch
+
+    config = tiny_config(tmp_path / "results")
+    config["num_threads"] = 1
+    config["teacher"].update(iterations=40, checkpoint_period=5)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+
+    def command(name: str) -> str:
+        return (f"{sys.executable} -m stages.train_teacher --config {cfg} --train-json {tiny_minilvis / 'train.json'}"
+                f" --image-root {tiny_minilvis / 'images'} --smoothing uniform --out {tmp_path / name}.pth"
+                f" --checkpoint-dir {tmp_path / name}")
+
+    subprocess.run(command("direct"), shell=True, cwd=repo, check=True, capture_output=True)
+    script = tmp_path / "job.sh"
+    script.write_text(f"#!/bin/bash\ncd {repo}\n{command('requeued')}\n")
+    job = subprocess.run(["sbatch", "--parsable", "--requeue", "-c", "1", "-o", str(tmp_path / "job-%j.out"),
+                          str(script)], check=True, capture_output=True, text=True).stdout.strip()
+    deadline = time.time() + 300
+    while not (tmp_path / "requeued" / "model_0000014.pth").exists():
+        assert time.time() < deadline, "no checkpoint from the Slurm job"
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
+    while not (tmp_path / "requeued.pth").exists():
+        assert time.time() < deadline + 300, "the requeued job did not finish"
+        time.sleep(0.5)
+    log = (tmp_path / "requeued" / "log.txt").read_text()
+    assert "resuming from" in log
+    a = torch.load(tmp_path / "direct.pth", weights_only=True)["model"]
+    b = torch.load(tmp_path / "requeued.pth", weights_only=True)["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

@@ -165,8 +165,9 @@ checkpoint tune_teacher:
     input:
         [f"{EXP}/{name}/eval_holdout15/metrics.json" for _, _, name in teacher_grid()],
     output:
-        table=f"{RUN}/tuning/teacher_grid.csv",
+        # the choice first: rules that read it through the checkpoint name it as their input
         choice=f"{RUN}/tuning/teacher_choice.json",
+        table=f"{RUN}/tuning/teacher_grid.csv",
     params:
         runs=[f"eps={e},gamma={g}:{EXP}/{n}/eval_holdout15/metrics.json" for e, g, n in teacher_grid()],
     localrule: True
@@ -215,8 +216,9 @@ checkpoint tune_student:
     input:
         [f"{EXP}/{name}/eval_holdout15/metrics.json" for _, _, name in student_grid()],
     output:
-        table=f"{RUN}/tuning/student_grid.csv",
+        # the choice first: rules that read it through the checkpoint name it as their input
         choice=f"{RUN}/tuning/student_choice.json",
+        table=f"{RUN}/tuning/student_grid.csv",
     params:
         runs=[f"lambda={lam},unlabeled_weight={w}:{EXP}/{n}/eval_holdout15/metrics.json" for lam, w, n in student_grid()],
     localrule: True

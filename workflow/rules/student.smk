@@ -7,6 +7,8 @@ rule train_student:
         unlabeled=f"{RUN}/retrieval/unlabeled.json",
         teacher=final_teacher_weights,
         ccece=f"{RUN}/calibration/ccece.parquet",
+        # the tuned lambda / unlabeled weight (a checkpoint's output, read by params.hyperparams)
+        tuned=lambda w: [f"{RUN}/tuning/student_choice.json"] if config["student"]["use_tuned"] else [],
     output:
         f"{RUN}/student/{{variant}}/model_final.pth",
     wildcard_constraints:
