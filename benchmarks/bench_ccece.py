@@ -85,7 +85,7 @@ def main() -> None:
         "# CCECE benchmark (benchmarks/bench_ccece.py)",
         "",
         f"Synthetic LVIS-scale data: {args.images} images, {NUM_CLASSES} classes, {len(dets):,} detections "
-        f"({len(judged):,} judged under the federated rule). One core-pair machine, one run.",
+        f"({len(judged):,} judged under the federated rule). 2-core machine, single-threaded numpy, one run.",
         "",
         "| measurement | seconds | note |",
         "|---|---|---|",
