@@ -262,10 +262,12 @@ def train(model: torch.nn.Module, cfg, dataset: torch.utils.data.Dataset | Calla
     trainer.register_hooks([
         hooks.IterationTimer(),
         hooks.LRScheduler(optimizer, scheduler),
+        # Extra hooks (the student's EMA teacher update) run before the checkpointer, so that a
+        # checkpoint holds the state after the whole step.
+        *(extra_hooks or []),
         hooks.PeriodicCheckpointer(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, max_iter=max_iter),
         hooks.PeriodicWriter([CommonMetricPrinter(max_iter), JSONWriter(str(checkpoint_dir / "metrics.json"))],
                              period=20),
-        *(extra_hooks or []),
     ])
     if start_iter < max_iter:
         trainer.train(start_iter, max_iter)

@@ -71,3 +71,49 @@ def test_teacher_loss_decreases(repo, tiny_minilvis, tmp_path):
     losses = [x["total_loss"] for x in lines if "total_loss" in x]
     assert len(losses) >= 3
     assert np.mean(losses[-1:]) < losses[0]
+
+
+@pytest.mark.slow
+def test_killed_student_with_ema_teacher_resumes_to_identical_weights(repo, tiny_minilvis, tmp_path):
+    """The student's resumable state includes its EMA teacher: kill + resume = uninterrupted."""
+    import json as _json
+
+    import pandas as pd
+
+    config = tiny_config(tmp_path / "results")
+    config["teacher"].update(iterations=6, checkpoint_period=6)
+    config["student"].update(iterations=24, checkpoint_period=4, ema_decay=0.9, score_threshold=0.05)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    teacher = tmp_path / "teacher.pth"
+    subprocess.run(_teacher_cmd(repo, cfg, tiny_minilvis, teacher, tmp_path / "t"), cwd=repo, check=True,
+                   capture_output=True)
+    data = _json.loads((tiny_minilvis / "train.json").read_text())
+    ccece = tmp_path / "ccece.parquet"
+    pd.DataFrame({"category_id": [c["id"] for c in data["categories"]],
+                  "ccece": np.linspace(-0.1, 0.2, len(data["categories"]))}).to_parquet(ccece)
+    unlabeled = tmp_path / "unlabeled.json"
+    unlabeled.write_text(_json.dumps({"images": data["images"][:10], "categories": data["categories"]}))
+
+    def cmd(name: str) -> list[str]:
+        return [sys.executable, "-m", "stages.train_student", "--config", str(cfg), "--variant", "soft_corrected",
+                "--labeled-json", str(tiny_minilvis / "train.json"), "--unlabeled-json", str(unlabeled),
+                "--image-root", str(tiny_minilvis / "images"), "--teacher", str(teacher), "--ccece", str(ccece),
+                "--out", str(tmp_path / f"{name}.pth"), "--checkpoint-dir", str(tmp_path / name)]
+
+    subprocess.run(cmd("a"), cwd=repo, check=True, capture_output=True)
+    proc = subprocess.Popen(cmd("b"), cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (tmp_path / "b" / "model_0000011.pth").exists():
+        assert proc.poll() is None, "training ended before the checkpoints"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(cmd("b"), cwd=repo, check=True, capture_output=True)
+    a, b = _weights(tmp_path / "a.pth"), _weights(tmp_path / "b.pth")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    # the EMA teacher is part of each checkpoint
+    last = torch.load(tmp_path / "b" / "model_final.pth", map_location="cpu", weights_only=True)
+    assert "teacher" in last
