@@ -40,13 +40,14 @@ def test_tiny_dag_through_slurm_profile(repo, slurm, tmp_path):
     cfg = tmp_path / "slurm.yaml"
     cfg.write_text(yaml.safe_dump(config))
     proc = subprocess.run([sys.executable, "-m", "snakemake", "all", "--profile", "slurm", "--configfile", str(cfg),
-                           "--jobs", "2", "--slurm-keep-successful-logs"], cwd=repo, capture_output=True, text=True, timeout=2400)
+                           "--jobs", "2", "--slurm-keep-successful-logs", "--slurm-logdir", str(tmp_path / "slurm_logs")],
+                          cwd=repo, capture_output=True, text=True, timeout=2400)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     run = Path(config["results_dir"]) / "slurm"
     assert (run / "report" / "table1.md").exists()
     # Submitted jobs leave their Slurm logs per rule; local rules do not.
-    slurm_logs = repo / ".snakemake" / "slurm_logs"
+    slurm_logs = tmp_path / "slurm_logs"
     submitted = {p.name.removeprefix("rule_") for p in slurm_logs.iterdir()} if slurm_logs.exists() else set()
     assert {"train_teacher", "train_student"} <= submitted, submitted
     assert not submitted & {"make_minilvis", "split", "similarity", "ccece", "report"}, submitted
