@@ -192,8 +192,7 @@ def vit_sfp(cfg, input_shape: ShapeSpec) -> Backbone:
     return SimpleFeaturePyramid(trunk, cfg.MODEL.FPN.OUT_CHANNELS)
 
 
-def backbone_names() -> list[str]:
-    return sorted(PIXEL_STATS)
 
 
-__all__ = ["PIXEL_STATS", "TimmFeatureBackbone", "backbone_names", "efficientnet_lite0_fpn"]
+__all__ = ["PIXEL_STATS", "SimpleFeaturePyramid", "TimmFeatureBackbone", "ViTTrunk", "efficientnet_lite0_fpn",
+           "pixel_stats", "vit_sfp"]
