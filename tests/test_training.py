@@ -31,6 +31,18 @@ def _teacher_cmd(repo, cfg, data: Path, out: Path, ckpt: Path) -> list[str]:
             "--checkpoint-dir", str(ckpt)]
 
 
+def _kill_after_checkpoint(cmd: list[str], repo: Path, checkpoint: Path) -> None:
+    """Start ``cmd``, SIGKILL it as soon as ``checkpoint`` exists (a job killed mid-run)."""
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not checkpoint.exists():
+        assert proc.poll() is None, "training ended before the checkpoints"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
@@ -41,15 +53,8 @@ def test_killed_teacher_resumes_to_identical_weights(repo, tiny_minilvis, tmp_pa
     subprocess.run(_teacher_cmd(repo, cfg, tiny_minilvis, tmp_path / "a.pth", tmp_path / "a"), cwd=repo, check=True,
                    capture_output=True)
 
-    proc = subprocess.Popen(_teacher_cmd(repo, cfg, tiny_minilvis, tmp_path / "b.pth", tmp_path / "b"), cwd=repo,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (tmp_path / "b" / "model_0000009.pth").exists():
-        assert proc.poll() is None, "training ended before the first checkpoints"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _kill_after_checkpoint(_teacher_cmd(repo, cfg, tiny_minilvis, tmp_path / "b.pth", tmp_path / "b"), repo,
+                           tmp_path / "b" / "model_0000009.pth")
     assert not (tmp_path / "b.pth").exists()
     resumed = subprocess.run(_teacher_cmd(repo, cfg, tiny_minilvis, tmp_path / "b.pth", tmp_path / "b"), cwd=repo,
                              capture_output=True, text=True, check=True)
@@ -102,14 +107,7 @@ def test_killed_student_with_ema_teacher_resumes_to_identical_weights(repo, tiny
                 "--out", str(tmp_path / f"{name}.pth"), "--checkpoint-dir", str(tmp_path / name)]
 
     subprocess.run(cmd("a"), cwd=repo, check=True, capture_output=True)
-    proc = subprocess.Popen(cmd("b"), cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (tmp_path / "b" / "model_0000011.pth").exists():
-        assert proc.poll() is None, "training ended before the checkpoints"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _kill_after_checkpoint(cmd("b"), repo, tmp_path / "b" / "model_0000011.pth")
     subprocess.run(cmd("b"), cwd=repo, check=True, capture_output=True)
     a, b = _weights(tmp_path / "a.pth"), _weights(tmp_path / "b.pth")
     for key in a:
