@@ -190,7 +190,14 @@ def embed_dataset(
     tags: list[Any] = []
     with tqdm(total=len(dataset), desc=desc, unit="img") as bar:
         for images, batch_tags in loader:
-            chunks.append(encoder.embed(images).numpy())
+            features = encoder.embed(images).numpy()
+            if not np.isfinite(features).all():
+                bad = int((~np.isfinite(features).all(axis=1)).sum())
+                raise FloatingPointError(
+                    f"{encoder.name}: {bad} non-finite embedding(s) in the {desc} batch starting at item "
+                    f"{sum(len(c) for c in chunks)}; check the encoder weights and the input images"
+                )
+            chunks.append(features)
             tags.extend(batch_tags.tolist() if torch.is_tensor(batch_tags) else list(batch_tags))
             bar.update(len(images))
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), dtype=np.float32)

@@ -7,7 +7,8 @@ Index kinds (``retrieve.index``):
   sub-quantisers), trained on a seeded sample of the database; ``nprobe`` lists are visited.
 * ``hnsw``: IndexHNSWFlat with METRIC_INNER_PRODUCT (M = 32, efSearch >= max(k, 128)).
 
-``retrieve.use_gpu: true`` moves the index to all GPUs, and fails loudly when faiss has none.
+``retrieve.use_gpu: true`` moves the index to all GPUs (``gpu_shard``: split the database over them, or
+replicate it), and fails loudly when faiss has no GPU; false keeps it on the CPU whatever is installed.
 
 Output ``neighbours.parquet``: ``query_row``, ``annotation_id``, ``category_id``, ``rank`` (0 = most
 similar), ``pool_row``, ``pool_image_id``, ``score`` (cosine).
@@ -86,11 +87,27 @@ def build_index(vectors: np.ndarray, retrieve_cfg: dict[str, Any], seed: int = 0
     else:
         raise ValueError(f"retrieve.index: unknown index kind {kind!r} (flat | ivfpq | hnsw)")
     if retrieve_cfg.get("use_gpu"):
-        index = _to_gpus(index, kind)
+        index = _to_gpus(index, kind, shard=bool(retrieve_cfg.get("gpu_shard", True)))
     return index
 
 
-def _to_gpus(index: faiss.Index, kind: str) -> faiss.Index:
+# GPU IVFPQ keeps its lookup tables in shared memory: beyond this many 8-bit sub-quantisers they only
+# fit in float16 (Faiss refuses the copy otherwise).
+GPU_FLOAT32_PQ_M_MAX = 48
+
+
+def gpu_cloner_options(index: faiss.Index, shard: bool) -> faiss.GpuMultipleClonerOptions:
+    """How the CPU index is copied to the GPUs: ``shard`` splits the database over them (memory
+    scales with the GPU count), otherwise each GPU holds a full replica (queries are split)."""
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = shard
+    pq = getattr(faiss.downcast_index(index), "pq", None)
+    if pq is not None and pq.M > GPU_FLOAT32_PQ_M_MAX:
+        options.useFloat16 = True
+    return options
+
+
+def _to_gpus(index: faiss.Index, kind: str, shard: bool) -> faiss.Index:
     n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     if not hasattr(faiss, "StandardGpuResources") or n_gpus == 0:
         raise RuntimeError(
@@ -100,7 +117,7 @@ def _to_gpus(index: faiss.Index, kind: str) -> faiss.Index:
         )
     if kind == "hnsw":
         raise RuntimeError("retrieve.use_gpu: faiss has no GPU HNSW index; use index flat or ivfpq on GPU")
-    return faiss.index_cpu_to_all_gpus(index)
+    return faiss.index_cpu_to_all_gpus(index, co=gpu_cloner_options(index, shard))
 
 
 def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ from stages import embed_images as embed_images_stage
 from stages import retrieve as retrieve_stage
 from stages.config import DEFAULT_CONFIG_PATH
 from stages.embed_crops import CropDataset, ImageReadError, context_box, embed_crops
+from stages.embed_images import embed_images
 from stages.encoders import (
     IMAGENET_MEAN,
     INCEPTION_MEAN,
@@ -414,8 +415,10 @@ def test_clis_end_to_end(data, tmp_path: Path) -> None:
     for name in ("pool", "train", "val"):
         embed_images_stage.main(
             cli_args(config=cfg, images_json=data[name], image_root=images, out_npy=out / f"{name}.npy",
-                     out_index=out / f"{name}.parquet")
+                     out_index=out / f"{name}.parquet", out_report=out / f"{name}_report.json",
+                     shard_dir=out / f"shards_{name}")
         )  # fmt: skip
+        assert not (out / f"shards_{name}").exists()  # removed once the outputs are written
     pool_index = pd.read_parquet(out / "pool.parquet")
     assert list(pool_index.columns) == ["row", "image_id", "file_name", "sha1"]
     sha = dict(zip(pool_index["file_name"], pool_index["sha1"]))
@@ -443,3 +446,129 @@ def test_clis_end_to_end(data, tmp_path: Path) -> None:
     unlabeled = json.loads((out / "unlabeled.json").read_text())
     assert [img["id"] for img in unlabeled["images"]] == list(range(1001, 1011))
     assert unlabeled["categories"] == CATEGORIES
+
+
+# ------------------------------------------------------------------------------------------ pool embedding
+
+
+POOL_CFG = {**EMBED_CFG, "shard_size": 4, "on_unreadable_image": "skip"}  # 14 pool images -> 4 shards
+
+
+def test_pool_embedding_resumes_from_finished_shards(data, tmp_path: Path, monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    whole, whole_index, whole_report = embed_images(data["pool"], data["images"], POOL_CFG, cpu, tmp_path / "a")
+    assert whole_report["shards"] == 4 and whole_report["shards_reused"] == 0
+
+    real_embed_shard = embed_images_stage.embed_shard
+    calls = []
+
+    def killed_after_two_shards(*args, **kwargs):
+        calls.append(args[-1])
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the job dies while embedding the third shard
+        return real_embed_shard(*args, **kwargs)
+
+    monkeypatch.setattr(embed_images_stage, "embed_shard", killed_after_two_shards)
+    with pytest.raises(KeyboardInterrupt):
+        embed_images(data["pool"], data["images"], POOL_CFG, cpu, tmp_path / "b")
+    assert sorted(p.name for p in (tmp_path / "b").glob("shard-*")) == ["shard-00000.npz", "shard-00001.npz"]
+    assert not list((tmp_path / "b").glob(".*tmp*"))  # nothing half-written
+
+    calls.clear()
+    monkeypatch.setattr(embed_images_stage, "embed_shard", real_embed_shard)
+    resumed, resumed_index, report = embed_images(data["pool"], data["images"], POOL_CFG, cpu, tmp_path / "b")
+    assert report["shards_reused"] == 2
+    np.testing.assert_array_equal(resumed, whole)
+    pd.testing.assert_frame_equal(resumed_index, whole_index)
+
+    # shards of another encoder setting are discarded, not mixed in
+    other = {**POOL_CFG, "crop_size": CROP + 16}
+    _, _, report = embed_images(data["pool"], data["images"], other, cpu, tmp_path / "b")
+    assert report["shards_reused"] == 0
+
+
+@pytest.fixture
+def broken_pool(data, tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    shutil.copytree(data["images"], root)
+    (root / "pool" / "p3.png").unlink()
+    (root / "pool" / "p7.png").write_bytes(b"\x89PNG truncated")
+    return root
+
+
+def test_unreadable_pool_images_are_skipped_and_counted(data, broken_pool: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    embed_images_stage.main(
+        cli_args(config=data["config"], images_json=data["pool"], image_root=broken_pool, out_npy=out / "pool.npy",
+                 out_index=out / "pool.parquet", out_report=out / "report.json", shard_dir=out / "shards")
+    )  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert (report["images"], report["embedded"], report["skipped"]) == (14, 12, 2)
+    reasons = {s["image_id"]: s["reason"] for s in report["skipped_images"]}
+    assert set(reasons) == {1004, 1008}
+    assert "p3.png: image file not found" in reasons[1004] and "p7.png: cannot decode image" in reasons[1008]
+    index = pd.read_parquet(out / "pool.parquet")
+    assert len(np.load(out / "pool.npy")) == len(index) == 12 and not {1004, 1008} & set(index["image_id"])
+
+
+def test_unreadable_images_in_fail_mode_list_every_file(data, broken_pool: Path, tmp_path: Path) -> None:
+    config = yaml.safe_load(data["config"].read_text())
+    config["embed"]["on_unreadable_image"] = "fail"
+    config_path = tmp_path / "fail.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match=r"(?s)2 unreadable image.*p3\.png: image file not found.*p7\.png: cannot decode"):
+        embed_images_stage.main(
+            cli_args(config=config_path, images_json=data["pool"], image_root=broken_pool, out_npy=out / "pool.npy",
+                     out_index=out / "pool.parquet", out_report=out / "report.json", shard_dir=out / "shards")
+        )  # fmt: skip
+    assert not (out / "pool.npy").exists() and not (out / "report.json").exists()
+
+
+def test_non_finite_embeddings_stop_with_the_place_named(data, monkeypatch) -> None:
+    from stages import encoders
+
+    encoder = build_encoder(EMBED_CFG, torch.device("cpu"))
+    real_embed = encoder.embed
+    monkeypatch.setattr(encoder, "embed", lambda batch: real_embed(batch) * float("nan"))
+    dataset = embed_images_stage.WholeImageDataset([data["images"] / "pool" / "p0.png"], CROP)
+    with pytest.raises(FloatingPointError, match="non-finite embedding.*pool-probe batch starting at item 0"):
+        encoders.embed_dataset(dataset, encoder, 4, 0, "pool-probe")
+
+
+# ------------------------------------------------------------------------------------------ planted rare images
+
+
+@pytest.fixture(scope="module")
+def minilvis_retrieval(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The embedded default mini-LVIS (its pool plants rare-class images, truth in pool_truth.json),
+    rare crops and pool embedded with the default encoder settings."""
+    from stages.make_minilvis import make_minilvis
+
+    config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    out = tmp_path_factory.mktemp("minilvis_default")
+    make_minilvis(config["minilvis"], config["seed"], out)
+    cpu = torch.device("cpu")
+    queries, query_index = embed_crops(out / "train.json", out / "images", config["embed"], cpu)
+    pool, pool_index, _ = embed_images(out / "pool.json", out / "images", config["embed"], cpu, out / "shards")
+    truth = json.loads((out / "pool_truth.json").read_text())
+    return {"queries": queries, "query_index": query_index, "pool": pool, "pool_index": pool_index,
+            "truth": [truth[str(i)] for i in pool_index["image_id"]], "k": config["retrieve"]["k"]}  # fmt: skip
+
+
+def test_retrieval_finds_the_planted_rare_class_pool_images(minilvis_retrieval: dict) -> None:
+    m = minilvis_retrieval
+    has_rare = np.array([t["has_rare"] for t in m["truth"]])
+    index = build_index(m["pool"], {"index": "flat"})
+    _, ids = search(index, m["queries"], m["k"])
+    retrieved = np.unique(ids[ids >= 0])
+    # measured on the default mini-LVIS: 44 of 44 planted rare images among the 152 of 172 retrieved
+    assert has_rare[retrieved].sum() >= 0.9 * has_rare.sum()
+
+    # and retrieval follows content: a query's nearest pool images hold its own class far more often
+    # than chance (measured: 14.6% of the top 4 against 3.1% of the pool)
+    _, top = search(index, m["queries"], 4)
+    classes = m["query_index"]["category_id"].to_numpy()
+    own = np.mean([[classes[q] in m["truth"][j]["category_ids"] for j in top[q]] for q in range(len(top))])
+    chance = np.mean([[c in t["category_ids"] for t in m["truth"]] for c in classes])
+    assert own > 3 * chance

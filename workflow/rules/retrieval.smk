@@ -27,11 +27,14 @@ rule embed_images:
     output:
         npy=f"{RUN}/retrieval/images_{{images}}.npy",
         index=f"{RUN}/retrieval/images_{{images}}.parquet",
+        report=f"{RUN}/retrieval/images_{{images}}_report.json",
     wildcard_constraints:
         images="pool|train|val",
     params:
         cfg=section_hash("embed", "device"),
         root=IMAGE_ROOT,
+        # finished shards survive a killed job (not an output, so Snakemake does not delete them)
+        shards=f"{RUN}/retrieval/shards_{{images}}",
     threads: config["num_threads"]
     localrule: is_local("embed_images")
     resources:
@@ -40,7 +43,8 @@ rule embed_images:
         f"{RUN}/logs/embed_images_{{images}}.log",
     shell:
         stage("embed_images") + " --images-json {input} --image-root {params.root}"
-        " --out-npy {output.npy} --out-index {output.index} > {log} 2>&1"
+        " --out-npy {output.npy} --out-index {output.index} --out-report {output.report}"
+        " --shard-dir {params.shards} > {log} 2>&1"
 
 
 rule retrieve:
