@@ -1,10 +1,14 @@
 """Bring the user's LVIS v1 files into the run: checked copies of train/val and the pool list.
 
-Every json is checked (stages.lvis_data.check_lvis) before any heavy work; the unlabeled pool is
-the list of image files under ``dataset.unlabeled_dir`` (jpg/jpeg/png), as an images-only json
-with ids above every labeled id and absolute file names.
+Train and val, with their image files, are validated (stages.validate_dataset) before any heavy
+work: ``dataset.on_invalid`` fail stops listing every problem, skip writes repaired copies; the
+report (CSV: file, kind, record_id, reason, action) lists each problem either way. The unlabeled
+pool is the list of image files under ``dataset.unlabeled_dir`` (jpg/jpeg/png), as an images-only
+json with ids above every labeled id and absolute file names; unreadable pool files are reported
+too (skip: left out; fail: stop).
 
 CLI: python -m stages.import_lvis --config CFG --out-train train.json --out-val val.json --out-pool pool.json
+     --out-report validation.csv
 """
 
 from __future__ import annotations
@@ -13,29 +17,33 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from stages.atomic import write_json
+from stages.atomic import write_json, write_text
 from stages.config import ConfigError, load_config
-from stages.lvis_data import load_lvis
+from stages.lvis_data import DatasetError, Problem, check_lvis, format_problems
+from stages.validate_dataset import print_report, report_frame, validate_datasets
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
-def pool_images(unlabeled_dir: Path, first_id: int) -> list[dict[str, Any]]:
+def pool_images(unlabeled_dir: Path, first_id: int) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """(the readable pool images as json dicts, a problem per unreadable file)."""
     files = sorted(p for p in unlabeled_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"{unlabeled_dir}: no .jpg/.jpeg/.png images found")
-    images = []
+        raise DatasetError(f"{unlabeled_dir}: no .jpg/.jpeg/.png images found")
+    images, problems = [], []
     for offset, path in enumerate(tqdm(files, desc="pool", unit="img")):
         try:
             with Image.open(path) as im:
                 width, height = im.size
-        except OSError as exc:
-            raise ValueError(f"{path}: unreadable image ({exc})") from exc
+        except Exception as exc:  # PIL raises several types for bad data
+            problems.append(Problem(str(unlabeled_dir), "pool image", str(path), f"unreadable image ({exc})"))
+            continue
         images.append({"id": first_id + offset, "file_name": str(path.resolve()), "height": height, "width": width})
-    return images
+    return images, problems
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,22 +52,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-train", required=True)
     parser.add_argument("--out-val", required=True)
     parser.add_argument("--out-pool", required=True)
+    parser.add_argument("--out-report", required=True, help="validation report (CSV)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     ds = config["dataset"]
     for key in ("train_json", "val_json", "image_root", "unlabeled_dir"):
         if not ds.get(key):
             raise ConfigError(f"config key 'dataset.{key}' is required when dataset.source is 'lvis'")
-    train = load_lvis(ds["train_json"])
-    val = load_lvis(ds["val_json"])
-    if {c["id"] for c in train["categories"]} != {c["id"] for c in val["categories"]}:
-        raise ValueError(f"{ds['train_json']} and {ds['val_json']} list different categories")
-    first_id = max(img["id"] for img in train["images"] + val["images"]) + 1
-    pool = {"images": pool_images(Path(ds["unlabeled_dir"]), first_id), "categories": train["categories"]}
+    try:
+        train, val, report = validate_datasets(ds["train_json"], ds["val_json"], ds["image_root"], ds,
+                                               config["num_threads"])  # fmt: skip
+        first_id = max(img["id"] for img in train["images"] + val["images"]) + 1
+        images, pool_problems = pool_images(Path(ds["unlabeled_dir"]), first_id)
+        if pool_problems and ds["on_invalid"] == "fail":
+            error = DatasetError(format_problems(pool_problems, ds["unlabeled_dir"]))
+            error.report = report_frame(pool_problems, ["none (dataset.on_invalid: fail)"] * len(pool_problems))
+            raise error
+    except DatasetError as exc:
+        if getattr(exc, "report", None) is not None:
+            print_report(exc.report)
+        raise
+    report = pd.concat([report, report_frame(pool_problems, ["dropped the pool image"] * len(pool_problems))])
+    print_report(report)
+    for data in (train, val):
+        check_lvis(data, "the repaired dataset")  # the repair must leave nothing behind
+    pool = {"images": images, "categories": train["categories"]}
     write_json(train, args.out_train)
     write_json(val, args.out_val)
     write_json(pool, args.out_pool)
-    print(f"import_lvis: {len(train['images'])} train, {len(val['images'])} val, {len(pool['images'])} pool images")
+    write_text(report.to_csv(index=False), args.out_report)
+    print(
+        f"import_lvis: {len(train['images'])} train, {len(val['images'])} val, {len(pool['images'])} pool images; "
+        f"{len(report)} problem(s) reported in {args.out_report}"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,50 +41,113 @@ def read_json(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def check_lvis(data: dict[str, Any], path: str | Path, *, require_annotations: bool = True) -> None:
-    """Raise DatasetError listing the problems of an LVIS json (structure and cross references)."""
-    problems: list[str] = []
-    for key in ("images", "categories") + (("annotations",) if require_annotations else ()):
-        if not isinstance(data.get(key), list):
-            problems.append(f"missing or non-list '{key}'")
-    if problems:
-        raise DatasetError(f"{path}: " + "; ".join(problems))
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input dataset. ``kind``: dataset | category | image | annotation;
+    ``record_id``: the id of that record (None for the dataset); ``fatal``: no repair is possible
+    (the structure itself is broken), as opposed to a record that can be dropped or fixed."""
 
+    file: str
+    kind: str
+    record_id: Any
+    reason: str
+    fatal: bool = False
+
+
+def _polygon_problem(seg: Any) -> str | None:
+    if not isinstance(seg, list) or not seg:
+        return "segmentation is an empty polygon list"
+    for poly in seg:
+        if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+            return "segmentation polygons need >= 3 points (an even count >= 6 of coordinates) each"
+        coords = np.asarray(poly, dtype=float)
+        if not np.isfinite(coords).all():
+            return "segmentation polygon has non-finite coordinates"
+        x, y = coords[0::2], coords[1::2]
+        if abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) < 1e-9:  # shoelace
+            return "segmentation polygon has zero area"
+    return None
+
+
+def _segmentation_problem(seg: Any, image: dict[str, Any] | None) -> str | None:
+    if isinstance(seg, dict):
+        size = seg.get("size")
+        if "counts" not in seg or not (isinstance(size, list) and len(size) == 2):
+            return "RLE segmentation needs 'counts' and 'size' [h, w]"
+        if image is not None and list(size) != [image.get("height"), image.get("width")]:
+            return f"RLE size {size} differs from the image's [height, width]"
+        return None
+    return _polygon_problem(seg)
+
+
+def find_json_problems(
+    data: dict[str, Any], path: str | Path, *, require_annotations: bool = True
+) -> list[Problem]:
+    """Every structural and cross-reference problem of an LVIS json (nothing read from disk)."""
+    file = str(path)
+    problems = [
+        Problem(file, "dataset", None, f"missing or non-list '{key}'", fatal=True)
+        for key in ("images", "categories") + (("annotations",) if require_annotations else ())
+        if not isinstance(data.get(key), list)
+    ]
+    if problems:
+        return problems
     image_ids = Counter(img.get("id") for img in data["images"])
-    problems += [f"duplicate image id {i}" for i, n in image_ids.items() if n > 1]
+    problems += [Problem(file, "image", i, f"duplicate image id ({n} images)", fatal=True)
+                 for i, n in image_ids.items() if n > 1]  # fmt: skip
     cat_ids = Counter(cat.get("id") for cat in data["categories"])
-    problems += [f"duplicate category id {i}" for i, n in cat_ids.items() if n > 1]
+    problems += [Problem(file, "category", i, f"duplicate category id ({n} categories)", fatal=True)
+                 for i, n in cat_ids.items() if n > 1]  # fmt: skip
     for cat in data["categories"]:
         if cat.get("frequency") not in FREQUENCIES:
-            problems.append(f"category {cat.get('id')} ({cat.get('name')}): frequency must be one of r/c/f, found {cat.get('frequency')!r}")
+            problems.append(Problem(file, "category", cat.get("id"),
+                                    f"({cat.get('name')}): frequency must be one of r/c/f, found {cat.get('frequency')!r}"))  # fmt: skip
+    images = {img.get("id"): img for img in data["images"]}
     for img in data["images"]:
         if "file_name" not in img and "coco_url" not in img:
-            problems.append(f"image {img.get('id')}: neither file_name nor coco_url")
+            problems.append(Problem(file, "image", img.get("id"), "neither file_name nor coco_url"))
         for key in ("neg_category_ids", "not_exhaustive_category_ids"):
             bad = [c for c in img.get(key, []) if c not in cat_ids]
             if bad:
-                problems.append(f"image {img.get('id')}: {key} names unknown categories {bad[:5]}")
+                problems.append(Problem(file, "image", img.get("id"), f"{key} names unknown categories {bad[:5]}"))
     ann_ids: Counter = Counter()
     for ann in data.get("annotations", []):
-        ann_ids[ann.get("id")] += 1
-        if ann.get("image_id") not in image_ids:
-            problems.append(f"annotation {ann.get('id')}: image_id {ann.get('image_id')} is not an image")
+        aid = ann.get("id")
+        ann_ids[aid] += 1
+        if ann_ids[aid] == 2:
+            problems.append(Problem(file, "annotation", aid, "duplicate annotation id"))
+        image = images.get(ann.get("image_id"))
+        if image is None:
+            problems.append(Problem(file, "annotation", aid, f"image_id {ann.get('image_id')} is not an image"))
         if ann.get("category_id") not in cat_ids:
-            problems.append(f"annotation {ann.get('id')}: category_id {ann.get('category_id')} is not a category")
+            problems.append(Problem(file, "annotation", aid, f"category_id {ann.get('category_id')} is not a category"))
         bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(np.isfinite(v) for v in bbox)):
-            problems.append(f"annotation {ann.get('id')}: bbox must be 4 finite numbers, found {bbox!r}")
+        if not (isinstance(bbox, list) and len(bbox) == 4
+                and all(isinstance(v, (int, float)) and np.isfinite(v) for v in bbox)):  # fmt: skip
+            problems.append(Problem(file, "annotation", aid, f"bbox must be 4 finite numbers, found {bbox!r}"))
         elif bbox[2] <= 0 or bbox[3] <= 0:
-            problems.append(f"annotation {ann.get('id')}: degenerate bbox {bbox}")
-        seg = ann.get("segmentation")
-        if isinstance(seg, list):
-            if not seg or any(len(poly) < 6 or len(poly) % 2 for poly in seg):
-                problems.append(f"annotation {ann.get('id')}: segmentation polygons need >= 3 points each")
-    problems += [f"duplicate annotation id {i}" for i, n in ann_ids.items() if n > 1]
+            problems.append(Problem(file, "annotation", aid, f"degenerate bbox {bbox} (width or height <= 0)"))
+        elif image is not None and (bbox[0] >= image.get("width", np.inf) or bbox[1] >= image.get("height", np.inf)
+                                    or bbox[0] + bbox[2] <= 0 or bbox[1] + bbox[3] <= 0):  # fmt: skip
+            problems.append(Problem(file, "annotation", aid, f"bbox {bbox} lies outside the image"))
+        if "segmentation" in ann:
+            reason = _segmentation_problem(ann["segmentation"], image)
+            if reason:
+                problems.append(Problem(file, "annotation", aid, reason))
+    return problems
+
+
+def format_problems(problems: list[Problem], path: str | Path, limit: int = 20) -> str:
+    lines = [f"{p.kind} {p.record_id}: {p.reason}" if p.record_id is not None else p.reason for p in problems]
+    more = f"\n  ... and {len(lines) - limit} more" if len(lines) > limit else ""
+    return f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(lines[:limit]) + more
+
+
+def check_lvis(data: dict[str, Any], path: str | Path, *, require_annotations: bool = True) -> None:
+    """Raise DatasetError listing the problems of an LVIS json (structure and cross references)."""
+    problems = find_json_problems(data, path, require_annotations=require_annotations)
     if problems:
-        shown = problems[:20]
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise DatasetError(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(shown) + more)
+        raise DatasetError(format_problems(problems, path))
 
 
 def load_lvis(path: str | Path, *, require_annotations: bool = True) -> dict[str, Any]:

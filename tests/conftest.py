@@ -50,3 +50,16 @@ def tiny_minilvis(tmp_path_factory) -> Path:
     config = tiny_config(out / "results")
     make_minilvis(config["minilvis"], config["seed"], out)
     return out
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """The fault-injection suite's tally: faults tried, and how many ended as specified (a clear
+    error or a correct resume) -- a failing fault test is a fault the pipeline did not survive."""
+    tried = survived = 0
+    for outcome in ("passed", "failed", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if report.when == "call" and "fault_injection" in getattr(report, "keywords", {}):
+                tried += 1
+                survived += outcome == "passed"
+    if tried:
+        terminalreporter.write_sep("-", f"fault injection: {tried} faults tried, {survived} survived")

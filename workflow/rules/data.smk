@@ -28,6 +28,7 @@ else:
             train=TRAIN_JSON,
             val=VAL_JSON,
             pool=POOL_JSON,
+            report=f"{DATA}/validation.csv",
         params:
             cfg=section_hash("dataset"),
         localrule: is_local("import_lvis")
@@ -36,7 +37,8 @@ else:
         log:
             f"{RUN}/logs/import_lvis.log",
         shell:
-            stage("import_lvis") + " --out-train {output.train} --out-val {output.val} --out-pool {output.pool} > {log} 2>&1"
+            stage("import_lvis") + " --out-train {output.train} --out-val {output.val} --out-pool {output.pool}"
+            " --out-report {output.report} > {log} 2>&1"
 
 
 rule split:
