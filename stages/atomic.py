@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,10 +36,23 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        # some writers (numpy's tofile) report a full disk only as "N requested and M written"
+        raise OSError(exc.errno, f"{target}: could not be written ({exc}); {_free_space(target.parent)}") from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _free_space(directory: Path) -> str:
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return "free space unknown"
+    return f"{free / 2**20:.1f} MiB free on its file system" + (" (No space left on device)" if free < 2**20 else "")
 
 
 def write_json(obj: Any, target: str | Path, indent: int | None = None) -> None:

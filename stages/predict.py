@@ -79,7 +79,10 @@ def predict(model: torch.nn.Module, config: dict[str, Any], images: list[dict], 
             resized = transform.get_transform(array).apply_image(array)
             batch.append({"image": torch.as_tensor(resized.transpose(2, 0, 1).copy()).float().to(device),
                           "height": img["height"], "width": img["width"]})
-        outputs = model(batch)
+        try:
+            outputs = model(batch)
+        except FloatingPointError as exc:
+            raise FloatingPointError(f"predict, images {[img['id'] for img in metas]}: {exc}") from exc
         for img, out in zip(metas, outputs):
             inst = out["instances"].to("cpu")
             if len(inst) > max_dets:

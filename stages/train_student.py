@@ -88,7 +88,12 @@ class StudentLoss:
         self.teacher.eval()
         weak = [{"image": u["image_weak"].float().to(self.device), "height": u["height"], "width": u["width"]}
                 for u in unlabeled]
-        outputs = self.teacher(weak)
+        try:
+            outputs = self.teacher(weak)
+        except FloatingPointError as exc:
+            ids = [u.get("image_id") for u in unlabeled]
+            raise FloatingPointError(f"teacher pseudo-labels at iteration {get_event_storage().iter}, "
+                                     f"unlabeled images {ids}: {exc}") from exc
         batch = []
         for u, out in zip(unlabeled, outputs):
             pseudo = select_pseudo_labels(out["instances"], self.delta.to(self.device), self.student_cfg["lambda"],

@@ -153,6 +153,17 @@ class AtomicCheckpointer(DetectionCheckpointer):
             torch.save(data, tmp)
         self.tag_last_checkpoint(target.name)
 
+    def _load_file(self, filename: str) -> dict[str, Any]:
+        # weights_only: a checkpoint directory is a path from the config, never trusted with pickle
+        try:
+            return torch.load(filename, map_location=torch.device("cpu"), weights_only=True)
+        except Exception as exc:  # truncated or foreign files raise several types
+            raise RuntimeError(
+                f"checkpoint {filename} cannot be loaded ({type(exc).__name__}: {exc}); checkpoints are written "
+                f"atomically, so this file was changed by something else: delete it (and point "
+                f"{Path(filename).parent / 'last_checkpoint'} at an earlier model_*.pth to resume from there)"
+            ) from exc
+
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if not self.save_to_disk:
             return
@@ -225,7 +236,7 @@ class SeededTrainer(SimpleTrainer):
         loss_dict = self.loss_fn(data, self.iter)
         losses = sum(loss_dict.values())
         if not torch.isfinite(losses):
-            bad = {k: float(v) for k, v in loss_dict.items() if not torch.isfinite(v)}
+            bad = {k: float(v.detach()) for k, v in loss_dict.items() if not torch.isfinite(v)}
             raise FloatingPointError(f"non-finite loss at iteration {self.iter}: {bad}")
         if losses.requires_grad:
             losses.backward()

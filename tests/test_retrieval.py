@@ -289,6 +289,7 @@ def test_empty_query_set_names_json_and_frequencies(data, tmp_path: Path) -> Non
         embed_crops(no_rare, data["images"], EMBED_CFG, torch.device("cpu"))
 
 
+@pytest.mark.fault_injection
 @pytest.mark.parametrize("problem", ["missing", "corrupt"])
 def test_unreadable_image_error_names_the_file(data, tmp_path: Path, problem: str) -> None:
     root = tmp_path / "images"
@@ -454,6 +455,7 @@ def test_clis_end_to_end(data, tmp_path: Path) -> None:
 POOL_CFG = {**EMBED_CFG, "shard_size": 4, "on_unreadable_image": "skip"}  # 14 pool images -> 4 shards
 
 
+@pytest.mark.fault_injection
 def test_pool_embedding_resumes_from_finished_shards(data, tmp_path: Path, monkeypatch) -> None:
     cpu = torch.device("cpu")
     whole, whole_index, whole_report = embed_images(data["pool"], data["images"], POOL_CFG, cpu, tmp_path / "a")
@@ -496,6 +498,7 @@ def broken_pool(data, tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.fault_injection
 def test_unreadable_pool_images_are_skipped_and_counted(data, broken_pool: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     embed_images_stage.main(
@@ -511,6 +514,7 @@ def test_unreadable_pool_images_are_skipped_and_counted(data, broken_pool: Path,
     assert len(np.load(out / "pool.npy")) == len(index) == 12 and not {1004, 1008} & set(index["image_id"])
 
 
+@pytest.mark.fault_injection
 def test_unreadable_images_in_fail_mode_list_every_file(data, broken_pool: Path, tmp_path: Path) -> None:
     config = yaml.safe_load(data["config"].read_text())
     config["embed"]["on_unreadable_image"] = "fail"
@@ -525,6 +529,7 @@ def test_unreadable_images_in_fail_mode_list_every_file(data, broken_pool: Path,
     assert not (out / "pool.npy").exists() and not (out / "report.json").exists()
 
 
+@pytest.mark.fault_injection
 def test_non_finite_embeddings_stop_with_the_place_named(data, monkeypatch) -> None:
     from stages import encoders
 

@@ -57,6 +57,7 @@ def test_tiny_dag_through_slurm_profile(repo, slurm, tmp_path):
         assert "SLURM_JOB_ID=" in text and "CUDA_VISIBLE_DEVICES=0" in text, text[-2000:]
 
 
+@pytest.mark.fault_injection
 def test_requeued_training_job_resumes_from_its_checkpoint(repo, slurm, tiny_minilvis, tmp_path):
     """A preempted (requeued) Slurm training job restarts, resumes from its last checkpoint and
     ends with the weights of an uninterrupted run."""

@@ -47,6 +47,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
+@pytest.mark.fault_injection
 @pytest.mark.slow
 def test_killed_teacher_resumes_to_identical_weights(repo, tiny_minilvis, tmp_path):
     cfg = _config_file(tmp_path, iterations=30, checkpoint_period=5)
@@ -78,6 +79,7 @@ def test_teacher_loss_decreases(repo, tiny_minilvis, tmp_path):
     assert np.mean(losses[-1:]) < losses[0]
 
 
+@pytest.mark.fault_injection
 @pytest.mark.slow
 def test_killed_student_with_ema_teacher_resumes_to_identical_weights(repo, tiny_minilvis, tmp_path):
     """The student's resumable state includes its EMA teacher: kill + resume = uninterrupted."""

@@ -94,10 +94,15 @@ def inference_with_class_scores(
 ) -> list[Instances]:
     """detectron2's fast_rcnn_inference, plus ``class_scores``: the source proposal's (C,) vector."""
     results = []
-    for boxes_img, scores_img, image_shape in zip(boxes, scores, image_shapes):
+    for position, (boxes_img, scores_img, image_shape) in enumerate(zip(boxes, scores, image_shapes)):
         valid = torch.isfinite(boxes_img).all(dim=1) & torch.isfinite(scores_img).all(dim=1)
         if not valid.all():
-            boxes_img, scores_img = boxes_img[valid], scores_img[valid]
+            # detectron2 drops these silently; from a trained model they mean diverged weights, and
+            # dropping them would hide that in the metrics or the pseudo-labels
+            raise FloatingPointError(
+                f"non-finite box or class score for {int((~valid).sum())} of {len(valid)} proposals of "
+                f"image {position} of the batch"
+            )
         class_probs = scores_img[:, :-1]
         num_reg_classes = boxes_img.shape[1] // 4  # 1 for class-agnostic regression
         per_class_boxes = Boxes(boxes_img.reshape(-1, 4))
