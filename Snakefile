@@ -26,3 +26,12 @@ rule all:
     input:
         report_outputs(),
     localrule: True
+
+
+rule paper_tables:
+    """Everything the paper's Table 1 and Figs. 2-4 need for this config, and nothing more:
+    `snakemake paper_tables`, then `snakemake paper_tables --report report.html`."""
+    input:
+        report_outputs(),
+        rules.fig2.output,
+    localrule: True

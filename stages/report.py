@@ -1,8 +1,10 @@
 """The paper's Table 1, Fig. 3 and Fig. 4 from a run's evaluation outputs.
 
 Writes table1.md / table1.csv (segm AP, APr, APc, APf, bbox AP, ECE per model, the paper's
-numbers beside them), fig3_reliability.png (reliability diagrams, teacher vs student, with ECE)
-and fig4_per_class_ap.png (per-class AP against training instance count, r/c/f coloured).
+numbers beside them; table1.md also holds the calibration table: ECE overall and per frequency
+group), fig3_reliability.png (reliability diagrams, teacher vs student, with ECE) and
+fig4_per_class_ap.png (per-class AP against training instance count, r/c/f coloured). Each figure's
+plotted data is written beside it as CSV (fig3_reliability.csv, fig4_per_class_ap.csv).
 
 CLI: python -m stages.report --config CFG --eval-dir results/<run>/eval --models teacher student_soft ...
         --categories categories.parquet --dedup dedup_counts.json --holdout-ece ece.json --out-dir report/
@@ -65,11 +67,23 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
-def reliability_figure(eval_dir: Path, models: list[str], out: Path) -> None:
+def reliability_data(eval_dir: Path, models: list[str]) -> pd.DataFrame:
+    """Fig. 3's data: each model's reliability bins (bin_lower, bin_upper, count, confidence, accuracy)
+    with its ECE."""
+    frames = []
+    for model in models:
+        table = pd.read_csv(eval_dir / model / "reliability.csv")
+        table.insert(0, "model", model)
+        table["ece"] = json.loads((eval_dir / model / "metrics.json").read_text())["ece"]
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True)
+
+
+def reliability_figure(data: pd.DataFrame) -> plt.Figure:
+    models = list(dict.fromkeys(data["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models):
-        table = pd.read_csv(eval_dir / model / "reliability.csv")
-        ece = json.loads((eval_dir / model / "metrics.json").read_text())["ece"]
+        table = data[data["model"] == model]
         width = table["bin_upper"] - table["bin_lower"]
         filled = table["count"] > 0
         ax.bar(table["bin_lower"][filled], table["accuracy"][filled], width=width[filled], align="edge",
@@ -78,24 +92,54 @@ def reliability_figure(eval_dir: Path, models: list[str], out: Path) -> None:
                bottom=table["accuracy"][filled], width=width[filled], align="edge", color="tab:red", alpha=0.3,
                label="gap to confidence")
         ax.plot([0, 1], [0, 1], "k--", linewidth=1)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{model}  ECE={ece:.3f}")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
+               title=f"{model}  ECE={table['ece'].iloc[0]:.3f}")
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    write_figure(fig, out)
+    return fig
 
 
-def per_class_figure(eval_dir: Path, models: list[str], categories: pd.DataFrame, out: Path) -> None:
+def per_class_data(eval_dir: Path, models: list[str], categories: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 4's data: per model and category, mask AP (0-1) and the training instance count."""
+    frames = []
+    for model in models:
+        per_class = pd.read_csv(eval_dir / model / "per_class_ap.csv")
+        merged = per_class.merge(categories[["category_id", "instance_count"]], on="category_id", how="left")
+        merged.insert(0, "model", model)
+        frames.append(merged)
+    return pd.concat(frames, ignore_index=True)
+
+
+def per_class_figure(data: pd.DataFrame) -> plt.Figure:
+    models = list(dict.fromkeys(data["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 4), squeeze=False, sharey=True)
     for ax, model in zip(axes[0], models):
-        per_class = pd.read_csv(eval_dir / model / "per_class_ap.csv")
-        merged = per_class.merge(categories[["category_id", "instance_count"]], on="category_id")
+        part_model = data[data["model"] == model]
         for freq, colour in FREQUENCY_COLOURS.items():
-            part = merged[merged["frequency"] == freq]
+            part = part_model[part_model["frequency"] == freq]
+            # log axis: a class without training instances is drawn at 1
             ax.scatter(part["instance_count"].clip(lower=1), 100 * part["ap"], c=colour, label=freq, s=20)
         ax.set(xscale="log", xlabel="training instances", ylabel="mask AP", title=model)
         ax.legend(title="frequency", fontsize=8)
     fig.tight_layout()
-    write_figure(fig, out)
+    return fig
+
+
+def calibration_table(eval_dir: Path, models: list[str]) -> pd.DataFrame:
+    """ECE overall and per frequency group (val detections, the config's bins) per model."""
+    rows = []
+    for model in models:
+        metrics = json.loads((eval_dir / model / "metrics.json").read_text())
+        by_freq = metrics.get("ece_per_frequency", {})
+        rows.append({"model": model, "ECE": metrics["ece"], "ECE_r": by_freq.get("r", math.nan),
+                     "ECE_c": by_freq.get("c", math.nan), "ECE_f": by_freq.get("f", math.nan),
+                     "paper_ECE": PAPER_ECE.get(model, math.nan)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def write_csv(frame: pd.DataFrame, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,10 +155,11 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(args.config)
     frame = table1(args.eval_dir, args.models)
     out = args.out_dir
-    with atomic_path(out / "table1.csv") as tmp:
-        frame.to_csv(tmp, index=False)
+    write_csv(frame, out / "table1.csv")
     notes = [f"# Table 1 - run `{config['run']}` (mask AP on {config['dataset']['source']} val; paper: LVIS v1 val)\n"]
     notes.append(markdown_table(frame))
+    notes.append(f"\n## Calibration (ECE, {config['evaluation']['ece_bins']} bins, val detections)\n\n")
+    notes.append(markdown_table(calibration_table(args.eval_dir, args.models)))
     if args.holdout_ece:
         ece = json.loads(args.holdout_ece.read_text())
         notes.append(f"\nTeacher ECE on holdout15 (source of CCECE): {ece['ece']:.3f}\n")
@@ -122,8 +167,12 @@ def main(argv: list[str] | None = None) -> None:
         notes.append("\nUnlabeled images: " + json.dumps(json.loads(args.dedup.read_text())) + "\n")
     write_text("".join(notes), out / "table1.md")
     shown = [m for m in ("teacher", "student_soft_corrected") if m in args.models] or args.models[:2]
-    reliability_figure(args.eval_dir, shown, out / "fig3_reliability.png")
-    per_class_figure(args.eval_dir, shown, pd.read_parquet(args.categories), out / "fig4_per_class_ap.png")
+    reliability = reliability_data(args.eval_dir, shown)
+    write_csv(reliability, out / "fig3_reliability.csv")
+    write_figure(reliability_figure(reliability), out / "fig3_reliability.png")
+    per_class = per_class_data(args.eval_dir, shown, pd.read_parquet(args.categories))
+    write_csv(per_class, out / "fig4_per_class_ap.csv")
+    write_figure(per_class_figure(per_class), out / "fig4_per_class_ap.png")
     print("".join(notes))
     print(f"report -> {out}")
 

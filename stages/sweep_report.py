@@ -27,7 +27,7 @@ def sweep_table(runs: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["variant", "fraction"]).reset_index(drop=True)
 
 
-def sweep_figure(table: pd.DataFrame, out) -> None:
+def sweep_figure(table: pd.DataFrame) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     for ax, metric in zip(axes, ("AP", "APr")):
         for variant, part in table.groupby("variant", sort=False):
@@ -36,7 +36,7 @@ def sweep_figure(table: pd.DataFrame, out) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    write_figure(fig, out)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     table = sweep_table(args.runs)
     with atomic_path(args.out_table) as tmp:
         table.to_csv(tmp, index=False)
-    sweep_figure(table, args.out_figure)
+    write_figure(sweep_figure(table), args.out_figure)
     print(table.to_string(index=False))
 
 

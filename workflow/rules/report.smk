@@ -14,6 +14,8 @@ rule report:
         table_csv=f"{RUN}/report/table1.csv",
         fig3=report(f"{RUN}/report/fig3_reliability.png", category="Figures", caption="../report/fig3.rst"),
         fig4=report(f"{RUN}/report/fig4_per_class_ap.png", category="Figures", caption="../report/fig4.rst"),
+        fig3_data=report(f"{RUN}/report/fig3_reliability.csv", category="Figure data", caption="../report/fig3.rst"),
+        fig4_data=report(f"{RUN}/report/fig4_per_class_ap.csv", category="Figure data", caption="../report/fig4.rst"),
     params:
         models=MODELS,
         eval_dir=f"{RUN}/eval",
@@ -25,3 +27,4 @@ rule report:
     shell:
         stage("report") + " --eval-dir {params.eval_dir} --models {params.models} --categories {input.categories}"
         " --dedup {input.dedup} --holdout-ece {input.ece} --out-dir $(dirname {output.table_md}) > {log} 2>&1"
+

@@ -1,0 +1,124 @@
+"""The paper's tables and figures: the plotted series are the evaluation data, and `paper_tables`
+asks for exactly the runs they need."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, tiny_config
+
+from stages import report as report_stage
+from stages.sweep_report import sweep_figure, sweep_table
+
+MODELS = ["teacher", "student_soft_corrected"]
+CATEGORIES = pd.DataFrame({"category_id": [1, 2, 3, 4], "name": list("abcd"), "frequency": ["r", "c", "f", "f"],
+                           "instance_count": [2, 30, 400, 0]})  # fmt: skip
+
+
+def _eval_dir(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for k, model in enumerate(MODELS):
+        out = root / "eval" / model
+        out.mkdir(parents=True)
+        edges = np.linspace(0, 1, 16)
+        counts = rng.integers(0, 20, 15)
+        counts[3] = 0  # an empty bin is not drawn
+        pd.DataFrame({"bin_lower": edges[:-1], "bin_upper": edges[1:], "count": counts,
+                      "confidence": (edges[:-1] + edges[1:]) / 2, "accuracy": rng.uniform(0, 1, 15)}).to_csv(
+            out / "reliability.csv", index=False)  # fmt: skip
+        pd.DataFrame({"category_id": [1, 2, 3, 4], "name": list("abcd"), "frequency": ["r", "c", "f", "f"],
+                      "ap": [0.1 + k, 0.2, 0.5, np.nan]}).to_csv(out / "per_class_ap.csv", index=False)  # fmt: skip
+        segm = {key: 10.0 * (k + 1) for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")}
+        metrics = {"segm": segm, "bbox": segm, "ece": 0.2 - 0.1 * k,
+                   "ece_per_frequency": {"r": 0.3 - k * 0.1, "c": 0.2, "f": 0.1}}  # fmt: skip
+        (out / "metrics.json").write_text(json.dumps(metrics))
+    return root / "eval"
+
+
+def test_fig3_plots_each_models_filled_bins_with_its_ece(tmp_path: Path) -> None:
+    data = report_stage.reliability_data(_eval_dir(tmp_path), MODELS)
+    fig = report_stage.reliability_figure(data)
+    assert [ax.get_title() for ax in fig.axes] == ["teacher  ECE=0.200", "student_soft_corrected  ECE=0.100"]
+    for ax, model in zip(fig.axes, MODELS):
+        rows = data[(data["model"] == model) & (data["count"] > 0)]
+        accuracy_bars = ax.containers[0]
+        np.testing.assert_allclose([bar.get_height() for bar in accuracy_bars], rows["accuracy"])
+        np.testing.assert_allclose([bar.get_x() for bar in accuracy_bars], rows["bin_lower"])
+
+
+def test_fig4_plots_per_class_ap_against_instances_coloured_by_frequency(tmp_path: Path) -> None:
+    data = report_stage.per_class_data(_eval_dir(tmp_path), MODELS, CATEGORIES)
+    fig = report_stage.per_class_figure(data)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["r", "c", "f"]
+    points = {c.get_label(): c.get_offsets() for c in ax.collections}
+    np.testing.assert_allclose(points["r"], [[2, 10.0]])  # teacher: class a, 2 instances, AP 0.1
+    np.testing.assert_allclose(points["c"], [[30, 20.0]])
+    assert len(points["f"]) == 2  # class d (no instance, AP undefined) sits at x = 1
+
+
+def test_fig2_has_one_line_per_variant_over_the_fractions(tmp_path: Path) -> None:
+    runs = []
+    for variant, offset in (("onehot", 0), ("similarity_corrected", 5)):
+        for fraction in (0.1, 0.5, 1.0):
+            path = tmp_path / f"{variant}_{fraction}.json"
+            path.write_text(json.dumps({"segm": {"AP": 20 * fraction + offset, "APr": 10 * fraction + offset}, "ece": 0.1}))
+            runs.append(f"{variant}:{fraction}:{path}")
+    fig = sweep_figure(sweep_table(runs))
+    for ax, metric, scale in zip(fig.axes, ("AP", "APr"), (20, 10)):
+        assert ax.get_title() == metric
+        lines = {line.get_label(): line.get_xydata() for line in ax.get_lines()}
+        assert set(lines) == {"onehot", "similarity_corrected"}
+        np.testing.assert_allclose(lines["similarity_corrected"], [[10, scale * 0.1 + 5], [50, scale * 0.5 + 5],
+                                                                   [100, scale + 5]])  # fmt: skip
+
+
+def test_report_cli_writes_tables_figures_and_their_data(tmp_path: Path) -> None:
+    eval_dir = _eval_dir(tmp_path)
+    CATEGORIES.to_parquet(tmp_path / "categories.parquet")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tmp_path / "results")))
+    report_stage.main(["--config", str(config), "--eval-dir", str(eval_dir), "--models", *MODELS,
+                       "--categories", str(tmp_path / "categories.parquet"), "--out-dir", str(tmp_path / "report")])  # fmt: skip
+    out = tmp_path / "report"
+    table = pd.read_csv(out / "table1.csv")
+    assert list(table["model"]) == MODELS and list(table["paper_AP"]) == [54.0, 56.8]
+    markdown = (out / "table1.md").read_text()
+    assert "| model | ECE | ECE_r | ECE_c | ECE_f | paper_ECE |" in markdown
+    assert "| teacher | 0.200 | 0.300 | 0.200 | 0.100 | 0.220 |" in markdown
+    for name in ("fig3_reliability", "fig4_per_class_ap"):
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert set(pd.read_csv(out / f"{name}.csv")["model"]) == set(MODELS)
+
+
+def _dry_run_jobs(target: str, config: dict, tmp_path: Path) -> dict[str, int]:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-n", target, "--cores", "1", "--configfile", str(path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats = done.stdout.split("Job stats:")[1].split("\n\n")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+
+
+@pytest.mark.parametrize("use_tuned", [False, True])
+def test_paper_tables_builds_exactly_the_runs_the_tables_and_figures_need(tmp_path: Path, use_tuned: bool) -> None:
+    config = tiny_config(tmp_path / "results")
+    config["sweep"].update(fractions=[0.5, 1.0], variants=["onehot", "similarity_corrected"])
+    config["student"]["variants"] = ["onehot", "soft_corrected"]
+    config["teacher"]["use_tuned"] = use_tuned
+    config["tuning"].update(teacher_eps=[0.05, 0.1] if use_tuned else [], teacher_gamma=[1.5])
+    jobs = _dry_run_jobs("paper_tables", config, tmp_path)
+    assert jobs["experiment_teacher"] == 2 * 2 + (2 if use_tuned else 0)  # Fig. 2 sweep (+ the eps grid)
+    assert jobs["train_student"] == 2 and jobs["evaluate"] == 1 + 2  # Table 1's rows
+    assert jobs["fig2"] == jobs["report"] == jobs["paper_tables"] == 1
+    assert ("tune_teacher" in jobs) == use_tuned
+    assert "tune_student" not in jobs  # student.use_tuned is off
