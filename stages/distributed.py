@@ -27,14 +27,24 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def node_address(node: str) -> str:
+    """The address Slurm reaches ``node`` at (its NodeAddr; the name itself when not set): node
+    names need not resolve on every cluster, NodeAddr does."""
+    shown = subprocess.run(["scontrol", "show", "node", "-o", node], capture_output=True, text=True)
+    for field in shown.stdout.split():
+        if field.startswith("NodeAddr="):
+            return field.removeprefix("NodeAddr=")
+    return node
+
+
 def slurm_topology() -> tuple[int, int, str | None]:
-    """(machines, machine_rank, first host) from Slurm's environment; (1, 0, None) outside Slurm."""
+    """(machines, machine_rank, first node's address) from Slurm's environment; (1, 0, None) outside Slurm."""
     nodes = int(os.environ.get("SLURM_NNODES", "1"))
     if nodes <= 1 or "SLURM_JOB_NODELIST" not in os.environ:
         return 1, 0, None
     hosts = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]], check=True,
                            capture_output=True, text=True).stdout.split()
-    return nodes, int(os.environ.get("SLURM_NODEID", "0")), hosts[0]
+    return nodes, int(os.environ.get("SLURM_NODEID", "0")), node_address(hosts[0])
 
 
 def world(dist_cfg: dict[str, Any], phase: str) -> tuple[int, int, int, str]:

@@ -45,8 +45,8 @@ def setup_logging(output_dir: str | Path | None = None) -> None:
     setup_logger(output=output, distributed_rank=rank, name="detectron2", abbrev_name="d2")
     setup_logger(output=output, distributed_rank=rank, name="stages", abbrev_name="stages")
     # Where this job runs: a Slurm job id and the GPUs it was given, for whoever reads the log.
-    placement = {k: os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "CUDA_VISIBLE_DEVICES")
-                 if k in os.environ}
+    keys = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURMD_NODENAME", "SLURM_NODEID", "CUDA_VISIBLE_DEVICES")
+    placement = {k: os.environ[k] for k in keys if k in os.environ}
     if placement:
         logger.info("placement: %s", " ".join(f"{k}={v}" for k, v in placement.items()))
 

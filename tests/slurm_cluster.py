@@ -1,9 +1,11 @@
-"""A real single-node Slurm cluster on localhost for the Slurm tests (Debian's packages).
+"""A real two-node Slurm cluster on localhost for the Slurm tests (Debian's packages).
 
 ``LocalSlurm().start()`` installs slurmctld, slurmd, slurm-client and munge with apt-get when they
-are missing, writes a slurm.conf for this machine (its real CPUs and memory, a fake 2-GPU gres so
-GPU requests are scheduled as on a cluster), starts munged, slurmctld and slurmd, and waits until
-the node is idle. ``stop()`` stops only the daemons it started. Needs root (as on CI).
+are missing, writes a slurm.conf for this machine split into two nodes (``node1``, ``node2``: one
+slurmd each, on their own ports, both at 127.0.0.1; each with half the CPUs and memory and one fake
+GPU gres, so GPU and multi-node requests are scheduled as on a cluster), starts munged, slurmctld
+and the slurmds, and waits until the nodes are idle. ``stop()`` stops only the daemons it started.
+Needs root (as on CI).
 
     python -m tests.slurm_cluster start|stop|status
 """
@@ -22,6 +24,8 @@ from pathlib import Path
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 STATE = Path("/tmp/pipeline-slurm")
+NODES = ("node1", "node2")
+SLURMD_PORT0 = 17001
 
 
 def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -73,7 +77,7 @@ class LocalSlurm:
 
     def write_config(self) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
-        for sub in ("spool", "slurmd", "log"):
+        for sub in ("spool", "log", *(f"slurmd-{n}" for n in NODES)):
             (self.state / sub).mkdir(exist_ok=True)
         # Two fake GPUs: slurmd wants character devices behind a gres File= (it then exports
         # CUDA_VISIBLE_DEVICES to the jobs); nodes with the numbers of /dev/null and /dev/zero do.
@@ -83,7 +87,13 @@ class LocalSlurm:
                 g.unlink()
             if not g.exists():
                 os.mknod(g, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
-        cpus = os.cpu_count() or 1
+        cpus = max(1, (os.cpu_count() or 2) // len(NODES))
+        memory = _memory_mb() // len(NODES)
+        nodes = "\n".join(
+            f"NodeName={n} NodeHostname={self.host} NodeAddr=127.0.0.1 Port={SLURMD_PORT0 + i} CPUs={cpus} "
+            f"RealMemory={memory} Gres=gpu:1 State=UNKNOWN"
+            for i, n in enumerate(NODES)
+        )
         conf = f"""ClusterName=pipeline
 SlurmctldHost={self.host}
 AuthType=auth/munge
@@ -96,21 +106,22 @@ JobAcctGatherType=jobacct_gather/none
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 ReturnToService=2
 SlurmctldPidFile={self.state}/slurmctld.pid
-SlurmdPidFile={self.state}/slurmd.pid
-SlurmdSpoolDir={self.state}/slurmd
+SlurmdPidFile={self.state}/slurmd-%n.pid
+SlurmdSpoolDir={self.state}/slurmd-%n
 StateSaveLocation={self.state}/spool
 SlurmctldLogFile={self.state}/log/slurmctld.log
-SlurmdLogFile={self.state}/log/slurmd.log
+SlurmdLogFile={self.state}/log/slurmd-%n.log
 SlurmUser=root
 MpiDefault=none
 GresTypes=gpu
-NodeName={self.host} CPUs={cpus} RealMemory={_memory_mb()} Gres=gpu:2 State=UNKNOWN
-PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
+{nodes}
+PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=UP
 """
         etc = Path("/etc/slurm")
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "slurm.conf").write_text(conf)
-        (etc / "gres.conf").write_text(f"AutoDetect=off\nName=gpu File={gpus[0]}\nName=gpu File={gpus[1]}\n")
+        (etc / "gres.conf").write_text("AutoDetect=off\n" + "".join(
+            f"NodeName={n} Name=gpu File={g}\n" for n, g in zip(NODES, gpus)))
 
     def _start(self, name: str, cmd: list[str]) -> None:
         pid_file = self.state / f"{name}.started"
@@ -130,20 +141,23 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
             _wait(socket_path.exists, 20, "munged did not create its socket")
         self._start("slurmctld", ["slurmctld", "-D", "-i"])
         time.sleep(1)
-        self._start("slurmd", ["slurmd", "-D"])
+        for node in NODES:
+            self._start(f"slurmd-{node}", ["slurmd", "-D", "-N", node])
         deadline = time.time() + timeout
         while time.time() < deadline:
-            out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout.strip()
-            if out in ("idle", "mixed"):
+            states = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True).stdout.split("\n")
+            states = dict(line.split() for line in states if line.strip())
+            if len(states) == len(NODES) and all(s in ("idle", "mixed") for s in states.values()):
                 return
-            if out in ("down", "drained", "down*"):
-                subprocess.run(["scontrol", "update", f"nodename={self.host}", "state=resume"], capture_output=True)
+            for node, state in states.items():
+                if state in ("down", "drained", "down*"):
+                    subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
             time.sleep(0.5)
-        raise RuntimeError(f"Slurm node did not become idle; see {self.state}/log")
+        raise RuntimeError(f"Slurm nodes did not become idle; see {self.state}/log")
 
     def stop(self) -> None:
         """Stop the daemons this helper started (and wait for them), nothing else."""
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in (*(f"slurmd-{n}" for n in NODES), "slurmctld", "munged"):
             pid_file = self.state / f"{name}.started"
             if pid_file.exists():
                 pgid = int(pid_file.read_text())

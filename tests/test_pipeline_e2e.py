@@ -161,10 +161,17 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
 
 def test_paper_config_dry_run_through_slurm_profile(repo):
     """The paper-scale config validates and its whole job graph builds without any data present."""
-    proc = subprocess.run([*SNAKEMAKE, "all", "-n", "--profile", "slurm", "--configfile", "configs/lvis.yaml"],
+    proc = subprocess.run([*SNAKEMAKE, "all", "-n", "-p", "--profile", "slurm", "--configfile", "configs/lvis.yaml"],
                           cwd=repo, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     for rule in ("import_lvis", "embed_crops", "retrieve", "dedup", "split", "prototypes", "tune_teacher",
                  "experiment_teacher", "train_student", "evaluate", "report"):
         assert rule in out, rule
+    # the teacher spans 2 nodes (one srun task each, 8 GPUs per node), the student 1 node x 8 GPUs
+    jobs = {block.split(":")[0].strip(): block for block in out.split("\nrule ")[1:]}
+    teacher, student = jobs["experiment_teacher"], jobs["train_student"]
+    assert "nodes=2, tasks=2, tasks_per_gpu=0, mpi=srun" in teacher and "gres=gpu:8" in teacher
+    assert "srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --kill-on-bad-exit=1" in teacher
+    assert "--gres=gpu:8 /" in teacher
+    assert "gres=gpu:8" in student and "srun" not in student and "nodes=" not in student

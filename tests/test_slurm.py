@@ -57,6 +57,42 @@ def test_tiny_dag_through_slurm_profile(repo, slurm, tmp_path):
         assert "SLURM_JOB_ID=" in text and "CUDA_VISIBLE_DEVICES=0" in text, text[-2000:]
 
 
+def test_teacher_on_two_nodes_through_slurm_profile(repo, slurm, tmp_path):
+    """distributed.teacher_machines: 2 -> one Slurm job on both nodes, one task per node started by
+    the rule's srun, the two processes meet at the first node's address and train one model."""
+    import socket
+
+    import torch
+
+    config = tiny_config(tmp_path / "results", run="twonodes")
+    config["num_threads"] = 1
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config["distributed"].update(processes_per_machine=1, teacher_machines=2, port=port)
+    config["teacher"].update(iterations=6, batch_size=2, checkpoint_period=3)
+    config["resources"] = {
+        "default": {"runtime": 20, "mem_mb": 2000, "cpus_per_task": 1, "slurm_partition": "debug"},
+        "rules": {"train_teacher": {"gres": "gpu:1"}},
+        "local_rules": ["make_minilvis", "split", "prototypes", "similarity"],
+    }
+    cfg = tmp_path / "twonodes.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    run = Path(config["results_dir"]) / "twonodes"
+    target = run / "teacher" / "train85" / "model_final.pth"
+    proc = subprocess.run([sys.executable, "-m", "snakemake", str(target), "--profile", "slurm", "--configfile",
+                           str(cfg), "--jobs", "2", "--slurm-logdir", str(tmp_path / "slurm_logs")],
+                          cwd=repo, capture_output=True, text=True, timeout=1200)  # fmt: skip
+    log = (run / "logs" / "train_teacher_train85.log")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:] + (log.read_text()[-3000:] if log.exists() else "")
+    assert f"launching 2 x 1 processes (cpu, tcp://127.0.0.1:{port})" in log.read_text()
+    checkpoints = run / "teacher" / "train85" / "checkpoints"
+    assert "SLURMD_NODENAME=node1" in (checkpoints / "log.txt").read_text()
+    assert "SLURMD_NODENAME=node2" in (checkpoints / "log.txt.rank1").read_text()  # rank 1 ran on the other node
+    state = torch.load(target, map_location="cpu", weights_only=True)["model"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
 @pytest.mark.fault_injection
 def test_requeued_training_job_resumes_from_its_checkpoint(repo, slurm, tiny_minilvis, tmp_path):
     """A preempted (requeued) Slurm training job restarts, resumes from its last checkpoint and

@@ -48,6 +48,33 @@ def stage(name):
     return f"{PYTHON} -m stages.{name} --config {RESOLVED_CONFIG}"
 
 
+def machines(phase):
+    return config["distributed"][f"{phase}_machines"]
+
+
+def training_resources(name, phase):
+    """A training rule's resources; on several machines one Slurm task per node, started by the
+    rule's own srun (see training_stage). The 'mpi' flag tells the Slurm plugin not to wrap the
+    job in `srun -n1`, and tasks_per_gpu=0 keeps it from turning `tasks` into --ntasks-per-gpu."""
+    res = rule_resources(name)
+    if machines(phase) > 1:
+        res.update(nodes=machines(phase), tasks=machines(phase), tasks_per_gpu=0, mpi="srun")
+    return res
+
+
+def training_stage(name, phase, rule):
+    """stage(name), started once per node under srun when the phase spans several machines:
+    each node's task launches distributed.processes_per_machine processes (stages.distributed),
+    with the job's CPUs and the rule's GPUs of its node."""
+    n = machines(phase)
+    if n == 1:
+        return stage(name)
+    gres = rule_resources(rule).get("gres")
+    srun = (f"srun --nodes={n} --ntasks={n} --ntasks-per-node=1 --kill-on-bad-exit=1"
+            + " --cpus-per-task=${{SLURM_CPUS_PER_TASK:-1}}" + (f" --gres={gres}" if gres else ""))
+    return f"{srun} {stage(name)}"
+
+
 MINILVIS = config["dataset"]["source"] == "minilvis"
 DATA = f"{RUN}/data"
 TRAIN_JSON = f"{DATA}/train.json"

@@ -82,11 +82,11 @@ rule experiment_teacher:
     threads: config["num_threads"]
     localrule: is_local("experiment_teacher")
     resources:
-        **rule_resources("experiment_teacher"),
+        **training_resources("experiment_teacher", "teacher"),
     log:
         f"{RUN}/logs/experiment_teacher_{{trainset}}_{{fraction}}_{{smoothing}}_{{eps}}_{{gamma}}.log",
     shell:
-        stage("train_teacher") + " --train-json {input.train} --image-root {params.root}"
+        training_stage("train_teacher", "teacher", "experiment_teacher") + " --train-json {input.train} --image-root {params.root}"
         " --similarity {input.similarity} --smoothing {wildcards.smoothing} --eps {wildcards.eps}"
         " --out {output} --checkpoint-dir {params.checkpoints} > {log} 2>&1"
 
@@ -195,11 +195,11 @@ rule experiment_student:
     threads: config["num_threads"]
     localrule: is_local("experiment_student")
     resources:
-        **rule_resources("experiment_student"),
+        **training_resources("experiment_student", "student"),
     log:
         f"{RUN}/logs/experiment_student_{{variant}}_{{lam}}_{{weight}}.log",
     shell:
-        stage("train_student") + " --variant {wildcards.variant} --labeled-json {input.labeled}"
+        training_stage("train_student", "student", "experiment_student") + " --variant {wildcards.variant} --labeled-json {input.labeled}"
         " --unlabeled-json {input.unlabeled} --image-root {params.root} --teacher {input.teacher}"
         " --ccece {input.ccece} --lam {wildcards.lam} --unlabeled-weight {wildcards.weight}"
         " --out {output} --checkpoint-dir {params.checkpoints} > {log} 2>&1"

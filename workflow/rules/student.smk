@@ -21,10 +21,10 @@ rule train_student:
     threads: config["num_threads"]
     localrule: is_local("train_student")
     resources:
-        **rule_resources("train_student"),
+        **training_resources("train_student", "student"),
     log:
         f"{RUN}/logs/train_student_{{variant}}.log",
     shell:
-        stage("train_student") + " --variant {wildcards.variant} --labeled-json {input.labeled}"
+        training_stage("train_student", "student", "train_student") + " --variant {wildcards.variant} --labeled-json {input.labeled}"
         " --unlabeled-json {input.unlabeled} --image-root {params.root} --teacher {input.teacher}"
         " --ccece {input.ccece} {params.hyperparams} --out {output} --checkpoint-dir {params.checkpoints} > {log} 2>&1"

@@ -58,9 +58,9 @@ rule train_teacher:
     threads: config["num_threads"]
     localrule: is_local("train_teacher")
     resources:
-        **rule_resources("train_teacher"),
+        **training_resources("train_teacher", "teacher"),
     log:
         f"{RUN}/logs/train_teacher_{{split}}.log",
     shell:
-        stage("train_teacher") + " --train-json {input.train} --image-root {params.root}"
+        training_stage("train_teacher", "teacher", "train_teacher") + " --train-json {input.train} --image-root {params.root}"
         " --similarity {input.similarity} --out {output} --checkpoint-dir {params.checkpoints} > {log} 2>&1"
