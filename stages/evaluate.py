@@ -5,7 +5,8 @@ metrics.json (DESIGN.md contract): {"segm": {AP, AP50, AP75, APs, APm, APl, APr,
 "n_judged": int, "n_cut": int}; AP on the 0-100 scale, null where a group has no ground truth.
 The ECE judges the detections on the val ground truth with the `calibration` rule of the config
 (IoU type and threshold) and `evaluation.ece_bins` bins. per_class_ap.csv is the mask AP per
-class (0-1 scale); reliability.csv the ECE's per-bin table.
+class (0-1 scale); reliability.csv the ECE's per-bin table. AP comes from `evaluation.evaluator`:
+the vectorised evaluator (same numbers as LVISEval) or LVISEval itself.
 
 CLI: python -m stages.evaluate --config CFG --gt val.json --detections detections.json
         --out-metrics metrics.json --out-per-class per_class_ap.csv --out-reliability reliability.csv
@@ -25,7 +26,7 @@ from stages.calibration import ece_per_frequency, expected_calibration_error, ju
 from stages.config import load_config
 from stages.detections_io import read_detections
 from stages.lvis_data import load_lvis
-from stages.lvis_eval import per_class_ap, run_lvis_eval, summary_metrics
+from stages.lvis_eval import evaluate_lvis, per_class_ap, summary_metrics
 
 
 def top_detections(detections: list[dict[str, Any]], max_per_image: int) -> tuple[list[dict[str, Any]], int]:
@@ -54,8 +55,8 @@ def evaluate(config: dict[str, Any], gt_path: Path, detections: list[dict[str, A
     detections, cut = top_detections(detections, max_dets)
     if cut:
         print(f"evaluate: kept the top {max_dets} detections per image, cut {cut}")
-    segm_eval = run_lvis_eval(gt_path, detections, "segm", max_dets)
-    bbox_eval = run_lvis_eval(gt_path, detections, "bbox", max_dets)
+    segm_eval, bbox_eval = (evaluate_lvis(gt_path, detections, iou_type, max_dets, evaluation["evaluator"], gt)
+                            for iou_type in ("segm", "bbox"))
     judged = judge_detections(detections, gt, cal["iou_type"], cal["iou_threshold"])
     metrics: dict[str, Any] = {
         "segm": json_safe(summary_metrics(segm_eval)),

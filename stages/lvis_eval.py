@@ -80,6 +80,25 @@ def run_lvis_eval(gt_json: str | Path, detections: list[dict[str, Any]], iou_typ
     return evaluator
 
 
+def evaluate_lvis(gt_json: str | Path, detections: list[dict[str, Any]], iou_type: str, max_dets: int = 300,
+                  evaluator: str = "fast", gt: dict[str, Any] | None = None):
+    """A run evaluation (``.results``, ``.eval["precision"]``, ``.params``) by ``evaluation.evaluator``:
+    ``fast`` (stages.fast_lvis_eval: LVISEval's numbers, tested against it; measured 38x faster on
+    bbox and 14x on segm, benchmarks/lvis_eval.md) or ``lvis`` (the official LVISEval, the reference)."""
+    if evaluator == "lvis":
+        return run_lvis_eval(gt_json, detections, iou_type, max_dets)
+    if evaluator == "fast":
+        from stages.fast_lvis_eval import fast_lvis_eval
+        from stages.lvis_data import load_lvis
+
+        field = "bbox" if iou_type == "bbox" else "segmentation"
+        lacking = sum(1 for d in detections if field not in d)
+        if lacking:  # refused up front, as run_lvis_eval does (the fast path reads masks lazily)
+            raise ValueError(f"{lacking} of {len(detections)} detections lack '{field}', needed for {iou_type} evaluation")
+        return fast_lvis_eval(gt if gt is not None else load_lvis(gt_json), detections, iou_type, max_dets)
+    raise ValueError(f"evaluation.evaluator must be 'fast' or 'lvis', found {evaluator!r}")
+
+
 def summary_metrics(evaluator) -> dict[str, float]:
     """The METRIC_KEYS of a run LVISEval, times 100; NaN where LVIS gives -1 (no ground truth)."""
     out = {}

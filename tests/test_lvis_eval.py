@@ -187,12 +187,19 @@ def _outputs(tmp_path):
     return out / "metrics.json", out / "per_class_ap.csv", out / "reliability.csv"
 
 
-def test_evaluate_cli(gt_file, tmp_path, tiny_config_file, capsys):
+@pytest.mark.parametrize("evaluator", ["fast", "lvis"])
+def test_evaluate_cli(gt_file, tmp_path, tiny_config_file, capsys, evaluator):
+    import yaml
+
     from stages.evaluate import main
 
+    config = yaml.safe_load(tiny_config_file.read_text())
+    config["evaluation"]["evaluator"] = evaluator  # both give the hand-computed numbers below
+    config_path = tmp_path / f"{evaluator}.yaml"
+    config_path.write_text(yaml.safe_dump(config))
     det_path, _ = _cli_detections(gt_file, tmp_path, extra_per_image=2)
     metrics_path, per_class_path, reliability_path = _outputs(tmp_path)
-    main(["--config", str(tiny_config_file), "--gt", str(gt_file), "--detections", str(det_path),
+    main(["--config", str(config_path), "--gt", str(gt_file), "--detections", str(det_path),
           "--out-metrics", str(metrics_path), "--out-per-class", str(per_class_path),
           "--out-reliability", str(reliability_path)])
     metrics = json.loads(metrics_path.read_text())

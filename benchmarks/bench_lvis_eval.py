@@ -1,0 +1,232 @@
+"""LVIS evaluation at LVIS scale: the official LVISEval against stages.fast_lvis_eval, side by side.
+
+Synthetic LVIS-like data: ``--images`` images, 1,203 classes (337 r / 461 c / 405 f), ~10 gt per
+image (small to large), ~10 verified-absent classes and a few not-exhaustive ones per image, and
+``--per-image`` detections per image (jittered gt, confusions, junk of any class). Both evaluators
+get the same gt json and the same list of result dicts; the official one runs through
+``stages.lvis_eval.run_lvis_eval`` (what the pipeline calls: json load, copy, LVISResults, LVISEval),
+the fast one is ``json.load`` + ``fast_lvis_eval``. The official evaluator needs memory per
+(image, class) pair and per detection: ``--official-images M`` runs it (and the fast path again) on
+the first M images only, and the fast path is also timed on all images. Writes (or updates the
+section of this IoU type in) a markdown table.
+
+    nice .venv/bin/python benchmarks/bench_lvis_eval.py --images 20000 --official-images 5000
+    nice .venv/bin/python benchmarks/bench_lvis_eval.py --iou-type segm --images 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import resource
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_util
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from stages.fast_lvis_eval import fast_lvis_eval  # noqa: E402
+from stages.lvis_eval import run_lvis_eval  # noqa: E402
+
+NUM_CLASSES = 1203
+SPLIT = {"r": 337, "c": 461, "f": 405}
+
+
+def _hexagon(x: float, y: float, w: float, h: float, phase: float) -> list[list[float]]:
+    angles = np.linspace(0, 2 * np.pi, 7)[:-1] + phase
+    return [np.column_stack([x + w / 2 * (1 + np.cos(angles)), y + h / 2 * (1 + np.sin(angles))]).ravel().round(2).tolist()]
+
+
+def synthetic(images: int, per_image: int, iou_type: str, seed: int = 0) -> tuple[dict, list[dict]]:
+    """LVIS-like gt json dict and result dicts (boxes; plus compressed RLE masks for segm)."""
+    rng = np.random.default_rng(seed)
+    freqs = rng.permutation(np.repeat(list(SPLIT), list(SPLIT.values())))
+    cats = [{"id": c, "name": f"c{c}", "frequency": str(f), "synset": f"c{c}.n.01", "synonyms": [f"c{c}"], "def": "",
+             "image_count": 0, "instance_count": 0} for c, f in zip(range(1, NUM_CLASSES + 1), freqs)]
+    weight = np.select([freqs == "f", freqs == "c"], [30.0, 3.0], 0.3)
+    weight /= weight.sum()
+    gt_images, anns, dets = [], [], []
+    for i in range(1, images + 1):
+        height, width = int(rng.integers(360, 640)), int(rng.integers(480, 640))
+        present = rng.choice(np.arange(1, NUM_CLASSES + 1), size=int(rng.integers(1, 8)), replace=False, p=weight)
+        mine = []
+        for c in present.tolist():
+            for _ in range(int(rng.integers(1, 5))):
+                side = float(np.exp(rng.uniform(np.log(8), np.log(400))))
+                w, h = min(side * rng.uniform(0.6, 1.4), width - 1.0), min(side * rng.uniform(0.6, 1.4), height - 1.0)
+                x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
+                phase = float(rng.uniform())
+                ann = {"id": len(anns) + 1, "image_id": i, "category_id": c, "bbox": [x, y, w, h],
+                       "area": 0.75 * w * h, "segmentation": _hexagon(x, y, w, h, phase)}
+                anns.append(ann)
+                mine.append((ann, phase))
+        absent = np.setdiff1d(rng.choice(np.arange(1, NUM_CLASSES + 1), size=12, replace=False), present)
+        gt_images.append({"id": i, "height": height, "width": width, "coco_url": f"http://x/{i:012d}.jpg",
+                          "neg_category_ids": absent[:10].tolist(),
+                          "not_exhaustive_category_ids": [c for c in present.tolist() if rng.random() < 0.1]})
+        # detections: ~1/4 jittered gt (right class, some duplicates), ~1/10 confused class, the rest
+        # junk boxes, of an annotated / verified-absent class half the time, of any class otherwise
+        n_near = min(per_image // 4, 3 * len(mine))
+        src = rng.integers(0, len(mine), size=n_near + per_image // 10)
+        boxes = np.array([mine[k][0]["bbox"] for k in src]).reshape(-1, 4)
+        boxes = boxes + rng.normal(0, 0.1, size=boxes.shape) * boxes[:, [2, 3, 2, 3]]
+        classes = np.array([mine[k][0]["category_id"] for k in src], dtype=np.int64)
+        classes[n_near:] = rng.integers(1, NUM_CLASSES + 1, size=len(src) - n_near)
+        scores = np.r_[rng.beta(4, 2, size=n_near), rng.beta(2, 4, size=len(src) - n_near)]
+        n_junk = per_image - len(src)
+        side = np.exp(rng.uniform(np.log(6), np.log(300), size=(n_junk, 2)))
+        junk = np.column_stack([rng.uniform(0, width - 8, n_junk), rng.uniform(0, height - 8, n_junk), side])
+        known = np.r_[present, absent[:10]]
+        junk_classes = np.where(rng.random(n_junk) < 0.5, rng.choice(known, size=n_junk),
+                                rng.integers(1, NUM_CLASSES + 1, size=n_junk))
+        boxes = np.vstack([boxes, junk])
+        boxes[:, 0] = boxes[:, 0].clip(0, width - 2)
+        boxes[:, 1] = boxes[:, 1].clip(0, height - 2)
+        boxes[:, 2] = np.minimum(boxes[:, 2].clip(1, None), width - boxes[:, 0])
+        boxes[:, 3] = np.minimum(boxes[:, 3].clip(1, None), height - boxes[:, 1])
+        boxes = boxes.round(2)
+        classes = np.r_[classes, junk_classes]
+        scores = np.r_[scores, rng.beta(1, 6, size=n_junk)].round(4)
+        rles = None
+        if iou_type == "segm":  # hexagons like their gt for the detections made from gt, boxes for junk
+            rles = [mask_util.frPyObjects(_hexagon(*boxes[k], mine[src[k]][1]), height, width)[0] for k in range(len(src))]
+            rles += mask_util.frPyObjects(boxes[len(src):], height, width)
+        for k in range(len(boxes)):
+            det = {"image_id": i, "category_id": int(classes[k]), "bbox": boxes[k].tolist(), "score": float(scores[k])}
+            if rles is not None:
+                det["segmentation"] = {"size": rles[k]["size"], "counts": rles[k]["counts"].decode()}
+            dets.append(det)
+    return {"images": gt_images, "annotations": anns, "categories": cats}, dets
+
+
+def subset(gt: dict, dets: list[dict], images: int) -> tuple[dict, list[dict]]:
+    """The first ``images`` images of the gt with their annotations and detections."""
+    keep = {img["id"] for img in gt["images"][:images]}
+    return ({**gt, "images": gt["images"][:images], "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]},
+            [d for d in dets if d["image_id"] in keep])
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run_fast(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int):
+    start = time.perf_counter()
+    with open(gt_path) as fh:
+        gt = json.load(fh)
+    result = fast_lvis_eval(gt, dets, iou_type, max_dets)
+    return result, time.perf_counter() - start
+
+
+def run_official(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int):
+    start = time.perf_counter()
+    evaluator = run_lvis_eval(gt_path, dets, iou_type, max_dets)
+    return evaluator, time.perf_counter() - start
+
+
+def differences(fast, official) -> tuple[float, float]:
+    """max |difference| over the summary metrics (-1 on both sides counts as equal) and the precision."""
+    worst = 0.0
+    for key, value in official.results.items():
+        a, b = float(fast.results[key]), float(value)
+        if (a < 0) != (b < 0):
+            return math.inf, math.inf
+        worst = max(worst, abs(a - b))
+    return worst, float(np.abs(fast.precision - official.eval["precision"]).max())
+
+
+def update_markdown(path: Path, iou_type: str, section: str) -> None:
+    """Replace this IoU type's section of the table file (the other one stays)."""
+    head = ("# LVIS evaluation benchmark (benchmarks/bench_lvis_eval.py)\n\n"
+            "Official `lvis` 0.5.3 LVISEval (through `stages.lvis_eval.run_lvis_eval`) against "
+            "`stages.fast_lvis_eval.fast_lvis_eval`, same gt json and detections, one process, timed one after "
+            "the other on a shared 2-core machine. Times include loading the gt json. Agreement: max |difference| "
+            "of the 13 summary values (AP..APf, AR) and of the whole precision array (T x R x K x A).\n")
+    text = path.read_text() if path.exists() else head
+    begin, end = f"<!-- {iou_type}:begin -->", f"<!-- {iou_type}:end -->"
+    block = f"{begin}\n{section}\n{end}"
+    if begin in text:
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20000)
+    parser.add_argument("--per-image", type=int, default=300)
+    parser.add_argument("--iou-type", choices=["bbox", "segm"], default="bbox")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-dets", type=int, default=300)
+    parser.add_argument("--official-images", type=int, default=None,
+                        help="run LVISEval on the first M images only (default: all)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "lvis_eval.md")
+    args = parser.parse_args()
+    command = "nice .venv/bin/python benchmarks/bench_lvis_eval.py " + shlex.join(sys.argv[1:])
+
+    start = time.perf_counter()
+    gt, dets = synthetic(args.images, args.per_image, args.iou_type, args.seed)
+    print(f"data: {len(gt['images'])} images, {len(gt['annotations'])} gt, {len(dets):,} detections "
+          f"({time.perf_counter() - start:.0f} s)", flush=True)
+    n_official = min(args.official_images or args.images, args.images)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        full_path = Path(tmp) / "gt.json"
+        full_path.write_text(json.dumps(gt))
+        if n_official < args.images:
+            fast_full, t_full = run_fast(full_path, dets, args.iou_type, args.max_dets)
+            print(f"fast, all {args.images} images: {t_full:.1f} s, AP {fast_full.results['AP']:.4f}", flush=True)
+            rows.append(f"| fast | {args.images:,} | {len(dets):,} | {t_full:.1f} | | | | {peak_rss_gb():.1f} |")
+            sub_gt, sub_dets = subset(gt, dets, n_official)
+            sub_path = Path(tmp) / "gt_subset.json"
+            sub_path.write_text(json.dumps(sub_gt))
+        else:
+            sub_gt, sub_dets, sub_path = gt, dets, full_path
+        del gt, dets
+        fast, t_fast = run_fast(sub_path, sub_dets, args.iou_type, args.max_dets)
+        print(f"fast, {n_official} images: {t_fast:.1f} s, AP {fast.results['AP']:.4f}", flush=True)
+        rss_fast = peak_rss_gb()
+        official, t_official = run_official(sub_path, sub_dets, args.iou_type, args.max_dets)
+        print(f"official, {n_official} images: {t_official:.1f} s, AP {float(official.results['AP']):.4f}", flush=True)
+    d_summary, d_precision = differences(fast, official)
+    agree = d_summary <= 1e-4 and d_precision <= 1e-6
+    rows.insert(0, f"| official LVISEval | {n_official:,} | {len(sub_dets):,} | {t_official:.1f} | | | | {peak_rss_gb():.1f} |")
+    rows.insert(1, f"| fast | {n_official:,} | {len(sub_dets):,} | {t_fast:.2f} | **{t_official / t_fast:.0f}x** | "
+                   f"{d_summary:.1e} | {d_precision:.1e} | {rss_fast:.1f} |")
+    if n_official < args.images:
+        rows.append(f"| official, linear extrapolation (not measured) | {args.images:,} | | "
+                    f"~{t_official * args.images / n_official:.0f} | ~{t_official * args.images / n_official / t_full:.0f}x | "
+                    f"| | |")
+    metrics = ", ".join(f"{k} {float(v):.4f}" for k, v in fast.results.items() if k.startswith("AP"))
+    section = "\n".join([
+        f"## {args.iou_type}",
+        "",
+        f"`{command}`",
+        "",
+        f"{args.images:,} images x {args.per_image} detections, {NUM_CLASSES} classes, max_dets {args.max_dets}, "
+        f"seed {args.seed}. Agreement within 1e-4 / 1e-6: **{agree}**.",
+        "",
+        "| evaluator | images | detections | seconds | speed-up | max diff summaries | max diff precision | "
+        "peak RSS so far (GB) |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Fast-path metrics on the {n_official:,}-image set: {metrics}.",
+        "",
+    ])
+    update_markdown(args.out, args.iou_type, section)
+    print(section)
+    if not agree:
+        raise SystemExit("the two evaluators disagree")
+
+
+if __name__ == "__main__":
+    main()
