@@ -4,7 +4,8 @@ Index kinds (``retrieve.index``):
 
 * ``flat``: exact search (IndexFlatIP). The right choice for a few thousand queries (DESIGN.md).
 * ``ivfpq``: IndexIVFPQ (flat inner-product coarse quantiser, ``nlist`` lists, ``pq_m`` 8-bit
-  sub-quantisers), trained on a seeded sample of the database; ``nprobe`` lists are visited.
+  sub-quantisers), trained on a seeded sample of the database; ``nprobe`` lists are visited, and
+  with ``refine_factor`` r > 1 the top r * k candidates are re-ranked exactly.
 * ``hnsw``: IndexHNSWFlat with METRIC_INNER_PRODUCT (M = 32, efSearch >= max(k, 128)).
 
 ``retrieve.use_gpu: true`` moves the index to all GPUs (``gpu_shard``: split the database over them, or
@@ -40,6 +41,7 @@ TRAIN_POINTS_PER_LIST = 256  # Faiss's upper guideline; more training points add
 
 
 def _ivfpq(vectors: np.ndarray, retrieve_cfg: dict[str, Any], seed: int) -> faiss.Index:
+    """A trained, still empty IndexIVFPQ (trained on a seeded sample of ``vectors``)."""
     n, d = vectors.shape
     m = int(retrieve_cfg["pq_m"])
     if d % m:
@@ -63,13 +65,17 @@ def _ivfpq(vectors: np.ndarray, retrieve_cfg: dict[str, Any], seed: int) -> fais
     n_train = min(n, TRAIN_POINTS_PER_LIST * max(nlist, 2**PQ_BITS))
     sample = np.random.default_rng(seed).choice(n, size=n_train, replace=False) if n_train < n else np.arange(n)
     index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
-    index.add(vectors)
     index.nprobe = min(int(retrieve_cfg["nprobe"]), nlist)
     return index
 
 
 def build_index(vectors: np.ndarray, retrieve_cfg: dict[str, Any], seed: int = 0) -> faiss.Index:
-    """A Faiss inner-product index over ``vectors`` (float32 (N, D), unit rows) of kind ``retrieve_cfg['index']``."""
+    """A Faiss inner-product index over ``vectors`` (float32 (N, D), unit rows) of kind ``retrieve_cfg['index']``.
+
+    ivfpq with ``refine_factor`` r > 1 re-ranks the top r * k PQ candidates by their exact inner
+    product (IndexRefineFlat, on the CPU): PQ's quantisation error, not nprobe, is what bounds its
+    recall (benchmarks/retrieval.md), and the exact vectors are at hand anyway.
+    """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(vectors) == 0:
         raise ValueError(f"build_index: need a non-empty (N, D) database, got shape {vectors.shape}")
@@ -77,17 +83,20 @@ def build_index(vectors: np.ndarray, retrieve_cfg: dict[str, Any], seed: int = 0
     d = vectors.shape[1]
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
-        index.add(vectors)
     elif kind == "ivfpq":
         index = _ivfpq(vectors, retrieve_cfg, seed)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = HNSW_EF_SEARCH
-        index.add(vectors)
     else:
         raise ValueError(f"retrieve.index: unknown index kind {kind!r} (flat | ivfpq | hnsw)")
     if retrieve_cfg.get("use_gpu"):
         index = _to_gpus(index, kind, shard=bool(retrieve_cfg.get("gpu_shard", True)))
+    refine = int(retrieve_cfg.get("refine_factor", 0) or 0)
+    if kind == "ivfpq" and refine > 1:
+        index = faiss.IndexRefineFlat(index)
+        index.k_factor = float(refine)
+    index.add(vectors)
     return index
 
 
