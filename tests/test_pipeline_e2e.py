@@ -77,6 +77,10 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file):
     assert table["model"].tolist() == ["teacher", "student_onehot", "student_soft", "student_soft_corrected"]
     for png in ("fig3_reliability.png", "fig4_per_class_ap.png"):
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert set(pd.read_csv(report / png.replace(".png", ".csv"))["model"]) == {"teacher", "student_soft_corrected"}
+    pool_report = json.loads((run / "retrieval" / "images_pool_report.json").read_text())
+    assert pool_report["embedded"] == pool_report["images"] and pool_report["skipped"] == 0
+    assert not (run / "retrieval" / "shards_pool").exists()  # removed once the embeddings are written
 
     # The Snakemake report gathers the tables and figures.
     html = run / "report.html"
@@ -121,7 +125,7 @@ def test_config_loader_lists_every_bad_key(repo):
 def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     """tune_teacher picks eps/gamma on holdout15, the final teacher is retrained on full train with
     them (use_tuned + retrain_full), tune_student picks lambda for the students, and fig2 sweeps
-    labeled fractions per smoothing variant."""
+    labeled fractions per smoothing variant -- all through the single `paper_tables` target."""
     from tests.conftest import tiny_config
 
     config = tiny_config(tmp_path / "results", run="tuned")
@@ -133,7 +137,7 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     config["student"]["variants"] = ["soft_corrected"]
     path = tmp_path / "tuned.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = subprocess.run([*SNAKEMAKE, "all", "fig2", "--cores", "2", "--configfile", str(path)], cwd=repo,
+    proc = subprocess.run([*SNAKEMAKE, "paper_tables", "--cores", "2", "--configfile", str(path)], cwd=repo,
                           capture_output=True, text=True, timeout=1800)
     run = _run_dir(path)
     if proc.returncode != 0:
@@ -157,6 +161,14 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     assert sorted(zip(sweep["variant"], sweep["fraction"])) == [
         ("onehot", 0.5), ("onehot", 1.0), ("similarity_corrected", 0.5), ("similarity_corrected", 1.0)]
     assert (run / "report" / "fig2_fraction_sweep.png").read_bytes()[:4] == b"\x89PNG"
+    # paper_tables built Table 1 too, and its report gathers Table 1 and Figs. 2-4
+    assert (run / "report" / "table1.md").exists()
+    html = run / "paper_report.html"
+    subprocess.run([*SNAKEMAKE, "paper_tables", "--cores", "1", "--configfile", str(path), "--report", str(html)],
+                   cwd=repo, check=True, capture_output=True)
+    text = html.read_text(errors="replace")
+    for name in ("fig2_fraction_sweep.png", "fig3_reliability.png", "fig4_per_class_ap.png", "table1.md"):
+        assert name in text, name
 
 
 def test_paper_config_dry_run_through_slurm_profile(repo):
