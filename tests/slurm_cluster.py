@@ -156,7 +156,14 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
         raise RuntimeError(f"Slurm nodes did not become idle; see {self.state}/log")
 
     def stop(self) -> None:
-        """Stop the daemons this helper started (and wait for them), nothing else."""
+        """Stop the daemons this helper started (and wait for them), nothing else. Jobs still in the
+        queue are cancelled and waited for first: a slurmstepd whose slurmd is gone would be orphaned."""
+        if (self.state / "slurmctld.started").exists():
+            jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+            if jobs:
+                subprocess.run(["scancel", *jobs], capture_output=True)
+            _wait(lambda: not subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip(), 60,
+                  "jobs did not leave the queue")
         for name in (*(f"slurmd-{n}" for n in NODES), "slurmctld", "munged"):
             pid_file = self.state / f"{name}.started"
             if pid_file.exists():
