@@ -45,14 +45,18 @@ def _check_iou_type(iou_type: str) -> None:
         raise ValueError(f"iou_type must be 'bbox' or 'segm', found {iou_type!r}")
 
 
-def _gt_rle(ann: dict[str, Any], height: int, width: int) -> dict:
-    """A ground-truth segmentation (polygons, uncompressed or compressed RLE) as compressed RLE."""
-    seg = ann["segmentation"]
+def segmentation_rle(seg: Any, height: int, width: int) -> dict:
+    """An LVIS segmentation (polygons, uncompressed or compressed RLE) as compressed RLE, as
+    LVIS.ann_to_rle makes it: polygons merged into one mask."""
     if isinstance(seg, list):
         return mask_util.merge(mask_util.frPyObjects(seg, height, width))
     if isinstance(seg["counts"], list):
         return mask_util.frPyObjects(seg, height, width)
     return seg
+
+
+def _gt_rle(ann: dict[str, Any], height: int, width: int) -> dict:
+    return segmentation_rle(ann["segmentation"], height, width)
 
 
 def judge_detections_loop(detections: list[dict] | pd.DataFrame, gt: dict[str, Any], iou_type: str = "bbox",

@@ -44,8 +44,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pycocotools.mask as mask_util
+
+from stages.calibration import segmentation_rle
 
 # Exactly LVISEval's Params (np.linspace, not arange: the recall points are compared bit for bit).
 IOU_THRS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -53,8 +54,6 @@ REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoi
 AREA_RNG = ((0**2, 1e5**2), (0**2, 32**2), (32**2, 96**2), (96**2, 1e5**2))
 AREA_LBL = ("all", "small", "medium", "large")
 FREQ_LBL = ("r", "c", "f")
-SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
-FRAME_COLUMNS = ("image_id", "category_id", "score", "x", "y", "w", "h")
 
 
 @dataclass
@@ -91,15 +90,6 @@ class FastLVISResult:
 
 
 # -- ground truth --------------------------------------------------------------------------------------------------
-
-def _to_rle(segm: Any, height: int, width: int) -> Any:
-    """LVIS.ann_to_rle: polygons merged into one RLE, uncompressed RLE compressed, RLE as is."""
-    if isinstance(segm, list):
-        return mask_util.merge(mask_util.frPyObjects(segm, height, width))
-    if isinstance(segm["counts"], list):
-        return mask_util.frPyObjects(segm, height, width)
-    return segm
-
 
 class _GroundTruth:
     """The gt as arrays, filtered as LVISEval._prepare sees it (images, categories, 0 < area < inf)."""
@@ -171,7 +161,7 @@ class _GroundTruth:
         for i in idx.tolist():
             if i not in self._rles:
                 r = int(self.img[i])
-                self._rles[i] = _to_rle(self.anns[i]["segmentation"], self.heights[r], self.widths[r])
+                self._rles[i] = segmentation_rle(self.anns[i]["segmentation"], self.heights[r], self.widths[r])
             out.append(self._rles[i])
         return out
 
@@ -207,35 +197,6 @@ class _Records:
             raise ValueError("detections lack 'segmentation', needed for segm evaluation") from None
 
 
-class _Frame:
-    """The table of ``stages.detections_io.results_frame``: x/y/w/h columns, RLE counts as strings."""
-
-    def __init__(self, frame: pd.DataFrame) -> None:
-        missing = [c for c in FRAME_COLUMNS if c not in frame.columns]
-        if missing:
-            raise ValueError(f"detection frame lacks columns {missing}")
-        self.frame = frame
-        self.image_id = frame["image_id"].to_numpy(dtype=np.int64)
-        self.category_id = frame["category_id"].to_numpy(dtype=np.int64)
-        self.score = frame["score"].to_numpy(dtype=np.float64)
-
-    def has_box(self, i: int) -> bool:
-        return True
-
-    def boxes(self, idx: np.ndarray) -> np.ndarray:
-        return self.frame[["x", "y", "w", "h"]].to_numpy(dtype=np.float64)[idx]
-
-    def segms(self, idx: np.ndarray) -> list[Any]:
-        if "rle_counts" not in self.frame.columns:
-            raise ValueError("detection frame lacks 'rle_counts', needed for segm evaluation")
-        counts = self.frame["rle_counts"].to_numpy()[idx]
-        heights = self.frame["rle_height"].to_numpy()[idx]
-        widths = self.frame["rle_width"].to_numpy()[idx]
-        if not all(isinstance(c, str | bytes) for c in counts):
-            raise ValueError("detections lack 'segmentation' (rle_counts), needed for segm evaluation")
-        return [{"size": [int(h), int(w)], "counts": c} for c, h, w in zip(counts, heights, widths)]
-
-
 def _mask_areas(rles: list[Any]) -> np.ndarray:
     """pycocotools ``area`` of each RLE, in chunks: pycocotools 2.0.11 overflows on lists of 256 or more."""
     chunks = [mask_util.area(rles[i:i + 255]) for i in range(0, len(rles), 255)]
@@ -268,7 +229,7 @@ def _top_per_image(img: np.ndarray, score: np.ndarray, max_dets: int) -> tuple[n
 
 # -- matching ------------------------------------------------------------------------------------------------------
 
-def _edges(gt: _GroundTruth, src: _Records | _Frame, d: dict[str, np.ndarray], iou_type: str
+def _edges(gt: _GroundTruth, src: _Records, d: dict[str, np.ndarray], iou_type: str
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(detection, gt, IoU) of every same-category pair with IoU >= 0.5 (the lowest threshold: no
     other pair can ever match), from one pycocotools ``iou`` call per image."""
@@ -291,7 +252,7 @@ def _edges(gt: _GroundTruth, src: _Records | _Frame, d: dict[str, np.ndarray], i
             dobj, gobj = det_boxes[s:e], gt.boxes(gsel)
         else:
             h, w = gt.heights[r], gt.widths[r]
-            dobj, gobj = [_to_rle(m, h, w) for m in det_segms[s:e]], gt.rles(gsel)
+            dobj, gobj = [segmentation_rle(m, h, w) for m in det_segms[s:e]], gt.rles(gsel)
         ious = np.asarray(mask_util.iou(dobj, gobj, np.zeros(len(gsel), dtype=np.uint8))).reshape(len(dsel), len(gsel))
         di, gi = np.nonzero((d["cat"][dsel][:, None] == gt.cat[gsel][None, :]) & (ious >= lo))
         e_det.append(dsel[di])
@@ -434,7 +395,7 @@ def summarize(precision: np.ndarray, recall: np.ndarray, freq_groups: list[list[
 
 # -- the evaluator -------------------------------------------------------------------------------------------------
 
-def _detections(gt: _GroundTruth, src: _Records | _Frame, iou_type: str, max_dets: int) -> dict[str, np.ndarray]:
+def _detections(gt: _GroundTruth, src: _Records, iou_type: str, max_dets: int) -> dict[str, np.ndarray]:
     """The detections LVISEval evaluates, as arrays in accumulation order: by category, score
     (descending), image id, input order. Keys: src (input index), img (rank), cat (index), code
     (img * K + cat), area, boxes (zeros when the area came from masks), nel (not exhaustive)."""
@@ -463,20 +424,20 @@ def _detections(gt: _GroundTruth, src: _Records | _Frame, iou_type: str, max_det
             "nel": np.isin(code, gt.nel_codes)}
 
 
-def fast_lvis_eval(gt: dict[str, Any], detections: Sequence[dict[str, Any]] | pd.DataFrame, iou_type: str,
+def fast_lvis_eval(gt: dict[str, Any], detections: Sequence[dict[str, Any]], iou_type: str,
                    max_dets: int = 300) -> FastLVISResult:
     """LVISEval(gt, LVISResults(gt, detections, max_dets), iou_type).run(), vectorised.
 
     ``gt``: the loaded LVIS json (images with neg_category_ids / not_exhaustive_category_ids,
     annotations, categories with 'frequency'). ``detections``: LVIS result dicts (image_id,
-    category_id, score, bbox [x, y, w, h], segmentation RLE for segm) or the table of
-    ``stages.detections_io.results_frame``. ``iou_type``: 'bbox' or 'segm'. Neither input is modified.
+    category_id, score, bbox [x, y, w, h], segmentation RLE for segm; a parquet table is read with
+    ``stages.detections_io.read_detections``). ``iou_type``: 'bbox' or 'segm'. Neither input is modified.
     An empty detection list gives what LVISEval gives when nothing matches (0 where there is gt).
     """
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', found {iou_type!r}")
     g = _GroundTruth(gt)
-    src = _Frame(detections) if isinstance(detections, pd.DataFrame) else _Records(detections)
+    src = _Records(detections)
     d = _detections(g, src, iou_type, max_dets)
     n_cat, n_area, n_thr, n_rec = len(g.cat_ids), len(AREA_RNG), len(IOU_THRS), len(REC_THRS)
     lo = np.array([r[0] for r in AREA_RNG], dtype=np.float64)[:, None]

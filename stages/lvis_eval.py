@@ -47,12 +47,16 @@ def _empty_results(lvis, gt):
     return results
 
 
-def _check_detections(gt, detections: list[dict[str, Any]], iou_type: str) -> None:
+def _check_fields(detections: list[dict[str, Any]], iou_type: str) -> None:
     field = "bbox" if iou_type == "bbox" else "segmentation"
     lacking = sum(1 for d in detections if field not in d)
     if lacking:
         # LVISResults would silently turn boxes into polygon masks for segm: refuse instead.
         raise ValueError(f"{lacking} of {len(detections)} detections lack '{field}', needed for {iou_type} evaluation")
+
+
+def _check_detections(gt, detections: list[dict[str, Any]], iou_type: str) -> None:
+    _check_fields(detections, iou_type)
     unknown = {d["image_id"] for d in detections} - set(gt.imgs)
     if unknown:
         raise ValueError(f"detections name {len(unknown)} image ids absent from the ground truth, e.g. {sorted(unknown)[:5]}")
@@ -91,10 +95,7 @@ def evaluate_lvis(gt_json: str | Path, detections: list[dict[str, Any]], iou_typ
         from stages.fast_lvis_eval import fast_lvis_eval
         from stages.lvis_data import load_lvis
 
-        field = "bbox" if iou_type == "bbox" else "segmentation"
-        lacking = sum(1 for d in detections if field not in d)
-        if lacking:  # refused up front, as run_lvis_eval does (the fast path reads masks lazily)
-            raise ValueError(f"{lacking} of {len(detections)} detections lack '{field}', needed for {iou_type} evaluation")
+        _check_fields(detections, iou_type)  # up front, as run_lvis_eval does (the fast path reads masks lazily)
         return fast_lvis_eval(gt if gt is not None else load_lvis(gt_json), detections, iou_type, max_dets)
     raise ValueError(f"evaluation.evaluator must be 'fast' or 'lvis', found {evaluator!r}")
 

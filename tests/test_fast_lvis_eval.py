@@ -10,7 +10,8 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 
-from stages.detections_io import results_frame
+from stages.atomic import write_parquet
+from stages.detections_io import read_detections, results_frame
 from stages.fast_lvis_eval import FastLVISResult, fast_lvis_eval
 from stages.lvis_eval import per_class_ap, run_lvis_eval, summary_metrics
 
@@ -180,11 +181,12 @@ def test_segm_without_boxes_uses_mask_area(data):
     _compare(gt, path, dets, "segm", 20)
 
 
-def test_frame_input_and_stage_helpers(data):
-    # the results_frame table gives the same numbers, and the lvis_eval helpers accept the result
+def test_parquet_detections_and_stage_helpers(data, tmp_path):
+    # detections stored as the parquet table give the same numbers, and the lvis_eval helpers accept the result
     gt, path, dets = data[2]
+    write_parquet(results_frame(dets), tmp_path / "dets.parquet")
     for iou_type in ("bbox", "segm"):
-        ours = fast_lvis_eval(gt, results_frame(dets), iou_type, 20)
+        ours = fast_lvis_eval(gt, read_detections(tmp_path / "dets.parquet"), iou_type, 20)
         ref = run_lvis_eval(path, dets, iou_type, 20)
         _assert_same(ours, ref)
         assert summary_metrics(ours) == pytest.approx(summary_metrics(ref), nan_ok=True)
