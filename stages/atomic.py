@@ -66,6 +66,12 @@ def write_text(text: str, target: str | Path) -> None:
         tmp.write_text(text)
 
 
+def write_csv(frame: Any, target: str | Path) -> None:
+    """A pandas DataFrame as CSV, without its index."""
+    with atomic_path(target) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
 def write_npy(array: np.ndarray, target: str | Path) -> None:
     with atomic_path(target) as tmp:
         np.save(tmp, array, allow_pickle=False)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from stages.atomic import atomic_path, write_json, write_parquet
+from stages.atomic import write_csv, write_json, write_parquet
 from stages.calibration import (
     ccece_per_class,
     ece_per_frequency,
@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     write_parquet(table, args.out, metadata={"ece": repr(ece), "summary": json.dumps(summary)})
     write_json(summary, args.ece_json, indent=2)
     if args.reliability:
-        with atomic_path(args.reliability) as tmp:
-            reliability_table(judged["score"], judged["correct"], cal["bins"]).to_csv(tmp, index=False)
+        write_csv(reliability_table(judged["score"], judged["correct"], cal["bins"]), args.reliability)
     print("\n".join(summary_lines(table, summary)))
 
 

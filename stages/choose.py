@@ -14,7 +14,7 @@ import math
 
 import pandas as pd
 
-from stages.atomic import atomic_path, write_json
+from stages.atomic import write_csv, write_json
 
 
 def grid_table(runs: list[str]) -> pd.DataFrame:
@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     table = grid_table(args.runs)
     choice = choose(table)
-    with atomic_path(args.out_table) as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(table, args.out_table)
     write_json(choice, args.out_choice, indent=2)
     print(table.to_string(index=False))
     print(f"chosen: {choice}")

@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from stages.atomic import atomic_path, write_json
+from stages.atomic import write_csv, write_json
 from stages.calibration import ece_per_frequency, expected_calibration_error, judge_detections, reliability_table
 from stages.config import load_config
 from stages.detections_io import read_detections
@@ -84,10 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(args.config)
     metrics, per_class, reliability = evaluate(config, args.gt, read_detections(args.detections))
     write_json(metrics, args.out_metrics, indent=2)
-    with atomic_path(args.out_per_class) as tmp:
-        per_class.to_csv(tmp, index=False)
-    with atomic_path(args.out_reliability) as tmp:
-        reliability.to_csv(tmp, index=False)
+    write_csv(per_class, args.out_per_class)
+    write_csv(reliability, args.out_reliability)
     print(json.dumps(metrics, indent=2))
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from stages.atomic import write_json, write_text
+from stages.atomic import write_csv, write_json
 from stages.config import ConfigError, load_config
 from stages.lvis_data import DatasetError, Problem, check_lvis, format_problems
 from stages.validate_dataset import print_report, report_frame, validate_datasets
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     write_json(train, args.out_train)
     write_json(val, args.out_val)
     write_json(pool, args.out_pool)
-    write_text(report.to_csv(index=False), args.out_report)
+    write_csv(report, args.out_report)
     print(
         f"import_lvis: {len(train['images'])} train, {len(val['images'])} val, {len(pool['images'])} pool images; "
         f"{len(report)} problem(s) reported in {args.out_report}"

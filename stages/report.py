@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stages.atomic import atomic_path, write_figure, write_text  # noqa: E402
+from stages.atomic import write_csv, write_figure, write_text  # noqa: E402
 from stages.config import load_config  # noqa: E402
 
 # Table 1 of the paper (LVIS v1 val, mask AP): the reference each of our rows stands for.
@@ -135,11 +135,6 @@ def calibration_table(eval_dir: Path, models: list[str]) -> pd.DataFrame:
                      "ECE_c": by_freq.get("c", math.nan), "ECE_f": by_freq.get("f", math.nan),
                      "paper_ECE": PAPER_ECE.get(model, math.nan)})  # fmt: skip
     return pd.DataFrame(rows)
-
-
-def write_csv(frame: pd.DataFrame, target: Path) -> None:
-    with atomic_path(target) as tmp:
-        frame.to_csv(tmp, index=False)
 
 
 def main(argv: list[str] | None = None) -> None:

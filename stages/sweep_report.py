@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stages.atomic import atomic_path, write_figure  # noqa: E402
+from stages.atomic import write_csv, write_figure  # noqa: E402
 
 
 def sweep_table(runs: list[str]) -> pd.DataFrame:
@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-figure", required=True)
     args = parser.parse_args(argv)
     table = sweep_table(args.runs)
-    with atomic_path(args.out_table) as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(table, args.out_table)
     write_figure(sweep_figure(table), args.out_figure)
     print(table.to_string(index=False))
 

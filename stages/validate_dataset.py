@@ -36,7 +36,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from stages.atomic import write_text
+from stages.atomic import write_csv
 from stages.config import load_config
 from stages.lvis_data import (
     FREQUENCIES,
@@ -239,10 +239,10 @@ def main(argv: list[str] | None = None) -> None:
         report = getattr(exc, "report", None)  # absent when a json cannot even be read
         if report is None:
             sys.exit(str(exc))
-        write_text(report.to_csv(index=False), args.report)
+        write_csv(report, args.report)
         print_report(report)
         sys.exit(f"{exc}\nreport: {args.report}")
-    write_text(report.to_csv(index=False), args.report)
+    write_csv(report, args.report)
     print_report(report)
     print(f"validate: {len(report)} problem(s) in {', '.join(map(str, args.json))}; report: {args.report}")
 
