@@ -55,6 +55,22 @@ def _free_space(directory: Path) -> str:
     return f"{free / 2**20:.1f} MiB free on its file system" + (" (No space left on device)" if free < 2**20 else "")
 
 
+def prepare_signed_dir(directory: str | Path, signature: dict[str, Any]) -> bool:
+    """Create ``directory`` for work described by ``signature`` (json-able); a directory left by work
+    with another signature (or none) is emptied first, so partial results are resumed only by the
+    same work. Returns whether it was emptied."""
+    directory = Path(directory)
+    sig_file = directory / "signature.json"
+    text = json.dumps(signature, sort_keys=True, default=str)
+    stale = directory.exists() and (not sig_file.exists() or sig_file.read_text() != text)
+    if stale:
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if not sig_file.exists():
+        write_text(text, sig_file)
+    return stale
+
+
 def write_json(obj: Any, target: str | Path, indent: int | None = None) -> None:
     with atomic_path(target) as tmp:
         with open(tmp, "w") as fh:

@@ -8,7 +8,7 @@ near-duplicate detection).
 Resumable in shards: the images (in id order) are cut into shards of ``embed.shard_size``; each
 finished shard is written atomically to ``--shard-dir``. A killed job, run again, reuses the
 finished shards and embeds only the rest, so it produces the same files as an uninterrupted run
-(the encoder is deterministic in inference mode). ``shard-dir/manifest.json`` holds a signature of
+(the encoder is deterministic in inference mode). ``shard-dir/signature.json`` holds a signature of
 the image list and the encoder settings; shards from another signature are discarded, never mixed.
 The shard directory is removed once the outputs are written.
 
@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from stages.atomic import atomic_path, write_json
+from stages.atomic import atomic_path, prepare_signed_dir, write_json
 from stages.config import load_config
 from stages.device import configure_torch
 from stages.embed_crops import ImageReadError, decode_rgb, read_image_bytes, to_tensor
@@ -114,31 +114,12 @@ def embed_shard(encoder: ImageEncoder, images: list[dict[str, Any]], paths: list
     )
 
 
-def shard_signature(images: list[dict[str, Any]], embed_cfg: dict[str, Any], image_root: str | Path) -> str:
+def shard_signature(images: list[dict[str, Any]], embed_cfg: dict[str, Any], image_root: str | Path) -> dict:
     """What a finished shard depends on: the image list, the root, the encoder and the shard size."""
     keys = ("encoder", "hub_repo", "hub_model", "hub_weights", "crop_size", "shard_size")
-    payload = {
-        "embed": {k: embed_cfg.get(k) for k in keys},
-        "root": str(image_root),
-        "images": [[img["id"], str(img.get("file_name", img.get("coco_url", "")))] for img in images],
-    }
-    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def prepare_shard_dir(shard_dir: Path, signature: str) -> None:
-    """Create ``shard_dir`` for ``signature``; shards written for anything else are removed."""
-    manifest = shard_dir / "manifest.json"
-    if shard_dir.exists():
-        try:
-            found = json.loads(manifest.read_text()).get("signature")
-        except (OSError, ValueError):
-            found = None
-        if found != signature:
-            print(f"embed_images: {shard_dir} holds shards of another image list or encoder; starting afresh",
-                  file=sys.stderr)
-            shutil.rmtree(shard_dir)
-    if not manifest.exists():
-        write_json({"signature": signature}, manifest)
+    images_digest = hashlib.sha1(json.dumps(
+        [[img["id"], str(img.get("file_name", img.get("coco_url", "")))] for img in images]).encode()).hexdigest()
+    return {"embed": {k: embed_cfg.get(k) for k in keys}, "root": str(image_root), "images": images_digest}
 
 
 def embed_images(
@@ -155,7 +136,9 @@ def embed_images(
     if not images:
         raise ValueError(f"{images_json}: the image list is empty")
     shard_dir = Path(shard_dir)
-    prepare_shard_dir(shard_dir, shard_signature(images, embed_cfg, image_root))
+    if prepare_signed_dir(shard_dir, shard_signature(images, embed_cfg, image_root)):
+        print(f"embed_images: {shard_dir} held shards of another image list or encoder; starting afresh",
+              file=sys.stderr)
     size = int(embed_cfg["shard_size"])
     starts = range(0, len(images), size)
     encoder: ImageEncoder | None = None  # built only when a shard is missing

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
 import os
 import random
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.utils.logger import setup_logger
 
-from stages.atomic import atomic_path
+from stages.atomic import atomic_path, prepare_signed_dir
 
 logger = logging.getLogger("stages.training")
 
@@ -177,16 +175,8 @@ def prepare_checkpoint_dir(directory: str | Path, signature: dict[str, Any]) -> 
     A leftover directory from a run with other settings is cleared instead of being resumed.
     """
     directory = Path(directory)
-    sig_text = json.dumps(signature, sort_keys=True, default=str)
-    sig_file = directory / "signature.json"
-    if comm.is_main_process():
-        if directory.exists() and (not sig_file.exists() or sig_file.read_text() != sig_text):
-            logger.warning("checkpoint dir %s belongs to other settings; starting fresh", directory)
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        if not sig_file.exists():
-            with atomic_path(sig_file) as tmp:
-                tmp.write_text(sig_text)
+    if comm.is_main_process() and prepare_signed_dir(directory, signature):
+        logger.warning("checkpoint dir %s belongs to other settings; starting fresh", directory)
     comm.synchronize()
     return directory
 
