@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 FREQUENCIES = ("r", "c", "f")
+DUPLICATE_ANNOTATION = "duplicate annotation id"  # the one annotation problem that keeps a copy (the first)
 
 
 class DatasetError(ValueError):
@@ -115,7 +116,7 @@ def find_json_problems(
         aid = ann.get("id")
         ann_ids[aid] += 1
         if ann_ids[aid] == 2:
-            problems.append(Problem(file, "annotation", aid, "duplicate annotation id"))
+            problems.append(Problem(file, "annotation", aid, DUPLICATE_ANNOTATION))
         image = images.get(ann.get("image_id"))
         if image is None:
             problems.append(Problem(file, "annotation", aid, f"image_id {ann.get('image_id')} is not an image"))

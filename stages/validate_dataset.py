@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,11 +38,14 @@ from tqdm import tqdm
 from stages.atomic import write_csv
 from stages.config import load_config
 from stages.lvis_data import (
+    DUPLICATE_ANNOTATION,
     FREQUENCIES,
     DatasetError,
     Problem,
+    category_order,
     find_json_problems,
     format_problems,
+    image_counts,
     image_path,
     read_json,
 )
@@ -88,15 +90,20 @@ def image_file_problems(data: dict[str, Any], file: str, image_root: str | Path,
     return [Problem(file, "image", img["id"], reason) for img, reason in zip(images, reasons) if reason]
 
 
-def repair(data: dict[str, Any], problems: list[Problem], image_counts: Counter | None = None) -> tuple[dict, list[str]]:
+def train_image_counts(data: dict[str, Any]) -> dict[int, int]:
+    """category id -> images annotated with it (lvis_data.image_counts, keyed by id)."""
+    return dict(zip((c["id"] for c in category_order(data)), image_counts(data).tolist()))
+
+
+def repair(data: dict[str, Any], problems: list[Problem], counts: dict[int, int] | None = None) -> tuple[dict, list[str]]:
     """(the dataset without the records that have problems, the action taken for each problem).
 
-    ``image_counts`` (category id -> training images) decides a missing frequency; default: this
+    ``counts`` (category id -> training images) decides a missing frequency; default: this
     dataset's own counts after the repair (right for the train set; pass the train counts for val).
     """
     actions: list[str] = []
     dropped_images: set[Any] = set()
-    dropped_anns: set[Any] = set()
+    broken_anns: set[Any] = set()  # every copy dropped; of duplicated ids only the first copy stays
     cat_ids = {c["id"] for c in data["categories"]}
     for p in problems:
         if p.kind == "image" and ("neg_category_ids" in p.reason or "not_exhaustive_category_ids" in p.reason):
@@ -105,19 +112,18 @@ def repair(data: dict[str, Any], problems: list[Problem], image_counts: Counter 
             dropped_images.add(p.record_id)
             actions.append("dropped the image and its annotations")
         elif p.kind == "annotation":
-            dropped_anns.add(p.record_id)
+            if p.reason != DUPLICATE_ANNOTATION:
+                broken_anns.add(p.record_id)
             actions.append("dropped the annotation")
         else:
             actions.append("")  # categories: filled in below, once the counts are known
     seen_ann: set[Any] = set()
     annotations = []
     for ann in data.get("annotations", []):
-        # of duplicated annotation ids the first stays; other problems drop every copy
-        duplicate = ann.get("id") in seen_ann
-        seen_ann.add(ann.get("id"))
-        bad = ann.get("id") in dropped_anns and (duplicate or not _only_duplicate(ann.get("id"), problems))
-        if not bad and ann.get("image_id") not in dropped_images:
+        aid = ann.get("id")
+        if aid not in broken_anns and aid not in seen_ann and ann.get("image_id") not in dropped_images:
             annotations.append(ann)
+        seen_ann.add(aid)
     images = []
     for img in data["images"]:
         if img["id"] in dropped_images:
@@ -130,19 +136,14 @@ def repair(data: dict[str, Any], problems: list[Problem], image_counts: Counter 
     cleaned = {**data, "images": images, "categories": [dict(c) for c in data["categories"]]}
     if "annotations" in data:
         cleaned["annotations"] = annotations
-    if image_counts is None:
-        image_counts = Counter(c for _, c in {(a["image_id"], a["category_id"]) for a in annotations})
+    if counts is None:
+        counts = train_image_counts(cleaned)
     for i, p in enumerate(problems):
         if p.kind == "category":
             cat = next(c for c in cleaned["categories"] if c.get("id") == p.record_id)
-            cat["frequency"] = lvis_frequency(image_counts.get(p.record_id, 0))
-            actions[i] = f"fixed: frequency '{cat['frequency']}' from {image_counts.get(p.record_id, 0)} train images"
+            cat["frequency"] = lvis_frequency(counts.get(p.record_id, 0))
+            actions[i] = f"fixed: frequency '{cat['frequency']}' from {counts.get(p.record_id, 0)} train images"
     return cleaned, actions
-
-
-def _only_duplicate(ann_id: Any, problems: list[Problem]) -> bool:
-    reasons = [p.reason for p in problems if p.kind == "annotation" and p.record_id == ann_id]
-    return bool(reasons) and all(r == "duplicate annotation id" for r in reasons)
 
 
 def leakage_problems(train: dict[str, Any], val: dict[str, Any], val_file: str, image_root: str | Path) -> list[Problem]:
@@ -198,7 +199,7 @@ def validate_datasets(
         error.report = report
         raise error
     train, train_actions = repair(data[train_key], found[train_key])
-    train_counts = Counter(c for _, c in {(a["image_id"], a["category_id"]) for a in train["annotations"]})
+    train_counts = train_image_counts(train)
     val, val_actions = None, []
     if val_path is not None:
         val, val_actions = repair(data[str(val_path)], found[str(val_path)], train_counts)

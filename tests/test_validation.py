@@ -234,3 +234,15 @@ def test_import_lvis_fail_writes_no_dataset(user_data, tmp_path: Path, capsys) -
                           str(out / "pool.json"), "--out-report", str(out / "validation.csv")])  # fmt: skip
     assert not out.exists() or not list(out.iterdir())
     assert "degenerate bbox" in capsys.readouterr().err  # the job log lists it too
+
+
+def test_duplicate_annotation_id_keeps_the_first_copy(user_data) -> None:
+    def duplicate(d):
+        d["annotations"][1]["id"] = d["annotations"][0]["id"]
+
+    edit(user_data["train"], duplicate)
+    before = read_json(user_data["train"])["annotations"]
+    train, _, report = validate_datasets(user_data["train"], user_data["val"], user_data["images"],
+                                         settings("skip"), 2)  # fmt: skip
+    assert list(report["reason"]) == ["duplicate annotation id"]
+    assert train["annotations"] == [before[0], *before[2:]]
