@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, tiny_config
 
 from stages.lvis_data import category_order, load_lvis
+from tests.conftest import REPO, tiny_config
 
 pytestmark = pytest.mark.fault_injection
 

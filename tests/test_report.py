@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, tiny_config
 
 from stages import report as report_stage
 from stages.sweep_report import sweep_figure, sweep_table
+from tests.conftest import REPO, tiny_config
 
 MODELS = ["teacher", "student_soft_corrected"]
 CATEGORIES = pd.DataFrame({"category_id": [1, 2, 3, 4], "name": list("abcd"), "frequency": ["r", "c", "f", "f"],

@@ -12,12 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import tiny_config
 from PIL import Image
 
 from stages import import_lvis
 from stages.lvis_data import DatasetError, check_lvis, load_lvis, read_json
 from stages.validate_dataset import lvis_frequency, validate_datasets
+from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.fault_injection
 
