@@ -37,10 +37,14 @@ PAPER_ECE = {"teacher": 0.22, "student_soft_corrected": 0.07}
 FREQUENCY_COLOURS = {"r": "tab:red", "c": "tab:orange", "f": "tab:green"}
 
 
-def table1(eval_dir: Path, models: list[str]) -> pd.DataFrame:
+def load_metrics(eval_dir: Path, models: list[str]) -> dict[str, dict]:
+    """model -> its metrics.json, read once for every table and figure."""
+    return {model: json.loads((eval_dir / model / "metrics.json").read_text()) for model in models}
+
+
+def table1(metrics_of: dict[str, dict]) -> pd.DataFrame:
     rows = []
-    for model in models:
-        metrics = json.loads((eval_dir / model / "metrics.json").read_text())
+    for model, metrics in metrics_of.items():
         label, paper_ap, paper_apr = PAPER_TABLE1.get(model, (model, math.nan, math.nan))
         segm, bbox = metrics["segm"], metrics["bbox"]
         rows.append({
@@ -67,14 +71,14 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
-def reliability_data(eval_dir: Path, models: list[str]) -> pd.DataFrame:
+def reliability_data(eval_dir: Path, metrics_of: dict[str, dict]) -> pd.DataFrame:
     """Fig. 3's data: each model's reliability bins (bin_lower, bin_upper, count, confidence, accuracy)
     with its ECE."""
     frames = []
-    for model in models:
+    for model, metrics in metrics_of.items():
         table = pd.read_csv(eval_dir / model / "reliability.csv")
         table.insert(0, "model", model)
-        table["ece"] = json.loads((eval_dir / model / "metrics.json").read_text())["ece"]
+        table["ece"] = metrics["ece"]
         frames.append(table)
     return pd.concat(frames, ignore_index=True)
 
@@ -125,11 +129,10 @@ def per_class_figure(data: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def calibration_table(eval_dir: Path, models: list[str]) -> pd.DataFrame:
+def calibration_table(metrics_of: dict[str, dict]) -> pd.DataFrame:
     """ECE overall and per frequency group (val detections, the config's bins) per model."""
     rows = []
-    for model in models:
-        metrics = json.loads((eval_dir / model / "metrics.json").read_text())
+    for model, metrics in metrics_of.items():
         by_freq = metrics.get("ece_per_frequency", {})
         rows.append({"model": model, "ECE": metrics["ece"], "ECE_r": by_freq.get("r", math.nan),
                      "ECE_c": by_freq.get("c", math.nan), "ECE_f": by_freq.get("f", math.nan),
@@ -148,13 +151,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", required=True, type=Path)
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    frame = table1(args.eval_dir, args.models)
+    metrics_of = load_metrics(args.eval_dir, args.models)
+    frame = table1(metrics_of)
     out = args.out_dir
     write_csv(frame, out / "table1.csv")
     notes = [f"# Table 1 - run `{config['run']}` (mask AP on {config['dataset']['source']} val; paper: LVIS v1 val)\n"]
     notes.append(markdown_table(frame))
     notes.append(f"\n## Calibration (ECE, {config['evaluation']['ece_bins']} bins, val detections)\n\n")
-    notes.append(markdown_table(calibration_table(args.eval_dir, args.models)))
+    notes.append(markdown_table(calibration_table(metrics_of)))
     if args.holdout_ece:
         ece = json.loads(args.holdout_ece.read_text())
         notes.append(f"\nTeacher ECE on holdout15 (source of CCECE): {ece['ece']:.3f}\n")
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         notes.append("\nUnlabeled images: " + json.dumps(json.loads(args.dedup.read_text())) + "\n")
     write_text("".join(notes), out / "table1.md")
     shown = [m for m in ("teacher", "student_soft_corrected") if m in args.models] or args.models[:2]
-    reliability = reliability_data(args.eval_dir, shown)
+    reliability = reliability_data(args.eval_dir, {m: metrics_of[m] for m in shown})
     write_csv(reliability, out / "fig3_reliability.csv")
     write_figure(reliability_figure(reliability), out / "fig3_reliability.png")
     per_class = per_class_data(args.eval_dir, shown, pd.read_parquet(args.categories))

@@ -44,7 +44,8 @@ def _eval_dir(root: Path) -> Path:
 
 
 def test_fig3_plots_each_models_filled_bins_with_its_ece(tmp_path: Path) -> None:
-    data = report_stage.reliability_data(_eval_dir(tmp_path), MODELS)
+    eval_dir = _eval_dir(tmp_path)
+    data = report_stage.reliability_data(eval_dir, report_stage.load_metrics(eval_dir, MODELS))
     fig = report_stage.reliability_figure(data)
     assert [ax.get_title() for ax in fig.axes] == ["teacher  ECE=0.200", "student_soft_corrected  ECE=0.100"]
     for ax, model in zip(fig.axes, MODELS):
