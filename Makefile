@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv/bin
 CORES ?= 2
 
-.PHONY: setup run test lint report
+.PHONY: setup run test lint report dag
 
 setup:
 	bash envs/setup.sh
@@ -18,4 +18,8 @@ test: setup
 	$(VENV)/python -m pytest -v -rs --durations=15 tests
 
 lint: setup
-	$(VENV)/ruff check stages tests envs benchmarks
+	$(VENV)/ruff check stages tests envs benchmarks docs
+
+# The DAG picture of docs/design.md, redrawn from the rules (tests/test_architecture.py checks it is current).
+dag: setup
+	$(VENV)/snakemake --rulegraph mermaid-js -- paper_tables | $(VENV)/python docs/rulegraph.py docs/design.md

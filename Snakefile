@@ -1,5 +1,5 @@
 # The pseudo-label pipeline (arXiv 2403.11675) as a Snakemake DAG. Rules only wire files;
-# every step is `python -m stages.<name>`. See README.md and ../shared/DESIGN.md.
+# every step is `python -m stages.<name>` (docs/design.md: the DAG, the artifacts, the rules).
 from snakemake.utils import min_version, validate
 
 min_version("9.0")

@@ -4,7 +4,7 @@ Synthetic LVIS-like data: ``--images`` images, 1,203 classes, ``--per-image`` de
 The loop reference runs on the first ``--loop-images`` images only (it is too slow for all);
 the ratio is measured on that same subset in this one run. Writes a markdown table.
 
-    .venv/bin/python benchmarks/bench_ccece.py --images 20000 --per-image 300 --out benchmarks/ccece.md
+    .venv/bin/python -m benchmarks.bench_ccece --images 20000 --per-image 300 --out benchmarks/ccece.md
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.calibration import ccece_per_class, judge_detections, judge_detections_loop
+from stages.core.calibration import ccece_per_class
+from stages.evaluation.judging import judge_detections
+from tests.reference_judging import judge_detections_loop
 
 NUM_CLASSES = 1203
 

@@ -32,8 +32,8 @@ import pycocotools.mask as mask_util
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stages.fast_lvis_eval import fast_lvis_eval  # noqa: E402
-from stages.lvis_eval import run_lvis_eval  # noqa: E402
+from stages.evaluation.fast_lvis_eval import fast_lvis_eval  # noqa: E402
+from stages.evaluation.lvis_eval import run_lvis_eval  # noqa: E402
 
 NUM_CLASSES = 1203
 SPLIT = {"r": 337, "c": 461, "f": 405}

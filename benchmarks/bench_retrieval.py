@@ -28,12 +28,13 @@ import numpy as np
 import torch
 import yaml
 
-from stages.config import DEFAULT_CONFIG_PATH
-from stages.embed_crops import context_box, decode_rgb, embed_crops, query_crops, read_image_bytes, to_tensor
-from stages.encoders import build_encoder, l2_normalise
-from stages.lvis_data import load_lvis
-from stages.make_minilvis import make_minilvis
-from stages.retrieve import build_index, search
+from stages.data.images import decode_rgb, read_image_bytes, to_tensor
+from stages.data.lvis import load_lvis
+from stages.data.minilvis import make_minilvis
+from stages.retrieval.crops import context_box, embed_crops, query_crops
+from stages.retrieval.encoders import build_encoder, l2_normalise
+from stages.retrieval.index import build_index, search
+from stages.utils.config import DEFAULT_CONFIG_PATH
 
 
 def naive_crop_embeddings(train_json: Path, image_root: Path, embed_cfg: dict, device: torch.device) -> np.ndarray:

@@ -1,9 +1,9 @@
 """Install detectron2 v0.6 as pure Python from the PyPI sdist ``pb1-detectron2==0.6``.
 
 The sdist is upstream detectron2 v0.6 without ``detectron2/layers/csrc``, so a plain
-``pip install`` fails. This script downloads it, applies the compatibility fixes listed in
-shared/ENVIRONMENT.md (no C++ extension; guarded ``_C`` imports; Pillow 10 and numpy 2
-renames; no ``pkg_resources``) and installs the result into the running interpreter.
+``pip install`` fails. This script downloads it, applies the compatibility fixes below (no C++
+extension; guarded ``_C`` imports; Pillow 10 and numpy 2 renames; no ``pkg_resources``) and
+installs the result into the running interpreter.
 It is idempotent: when the patched package already imports, it does nothing.
 
 On a machine that has a CUDA toolchain and wants the C++ ops, install upstream detectron2

@@ -1,4 +1,4 @@
-"""CCECE (eq. 4) of the train85 teacher on holdout15, and its ECE.
+"""Rule ccece: CCECE (eq. 4) of the train85 teacher on holdout15, and its ECE.
 
 Writes ccece.parquet (one row per category, in category order: category_id, name, frequency,
 n_detections, accuracy, confidence, ccece; the run's ECE in the parquet key-value metadata under
@@ -19,17 +19,20 @@ from typing import Any
 
 import pandas as pd
 
-from stages.atomic import write_csv, write_json, write_parquet
-from stages.calibration import (
+from stages.core.calibration import (
+    FREQUENCIES,
     ccece_per_class,
     ece_per_frequency,
     expected_calibration_error,
-    judge_detections,
     reliability_table,
 )
-from stages.config import load_config
-from stages.detections_io import read_detections
-from stages.lvis_data import FREQUENCIES, load_lvis
+from stages.data.detections import read_detections
+from stages.data.lvis import load_lvis
+from stages.evaluation.judging import judge_detections
+from stages.utils.atomic import write_csv, write_json, write_parquet
+from stages.utils.config import load_stage_config
+
+CONFIG_KEYS = ("calibration",)
 
 
 def summary_lines(table: pd.DataFrame, summary: dict[str, Any], shown: int = 3) -> list[str]:
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ece-json", required=True, type=Path)
     parser.add_argument("--reliability", type=Path, default=None, help="optional reliability csv")
     args = parser.parse_args(argv)
-    cal = load_config(args.config)["calibration"]
+    cal = load_stage_config(args.config, CONFIG_KEYS)["calibration"]
     gt = load_lvis(args.gt)
     detections = read_detections(args.detections)
     judged = judge_detections(detections, gt, cal["iou_type"], cal["iou_threshold"])

@@ -1,11 +1,5 @@
-"""Stage 1a: embeddings of the labeled train set's rare-class object crops (the retrieval queries).
-
-Every annotation whose category frequency is in ``embed.query_frequencies`` (paper: rare) gives one
-crop: its box enlarged by ``embed.context`` times the box side on each side, clipped to the image,
-resized to ``embed.crop_size`` square, embedded by the configured encoder, L2-normalised.
-
-Outputs: ``crops.npy`` float32 (N, D) and ``crops.parquet`` with columns ``row``, ``annotation_id``,
-``image_id``, ``category_id``, ``frequency`` (row i describes vector i).
+"""Rule embed_crops: embeddings of the labeled train set's rare-class object crops (the retrieval queries).
+The algorithm and its outputs are described in stages.retrieval.crops.
 
 CLI: python -m stages.embed_crops --config CFG --train-json J --image-root R --out-npy crops.npy --out-index crops.parquet
 """
@@ -13,139 +7,14 @@ CLI: python -m stages.embed_crops --config CFG --train-json J --image-root R --o
 from __future__ import annotations
 
 import argparse
-import io
-import math
 import time
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pandas as pd
-import torch
-from PIL import Image
-from torch.utils.data import Dataset
+from stages.retrieval.crops import embed_crops
+from stages.retrieval.encoders import embedding_metadata, save_embeddings
+from stages.utils.config import load_stage_config
+from stages.utils.device import configure_torch
 
-from stages.config import load_config
-from stages.device import configure_torch
-from stages.encoders import build_encoder, embed_dataset, embedding_metadata, save_embeddings
-from stages.lvis_data import image_path, load_lvis
-
-INDEX_COLUMNS = ("row", "annotation_id", "image_id", "category_id", "frequency")
-
-
-class ImageReadError(RuntimeError):
-    """An image file is missing or cannot be decoded; the message names the file."""
-
-
-def read_image_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ImageReadError(f"{path}: image file not found") from exc
-    except OSError as exc:
-        raise ImageReadError(f"{path}: cannot read image file ({exc})") from exc
-
-
-def decode_rgb(data: bytes, path: Path) -> Image.Image:
-    """Decode image bytes to RGB; ``path`` only names the file in the error."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.convert("RGB")  # convert() forces the full decode, so truncation fails here
-    except Exception as exc:  # PIL raises several types for corrupt data
-        raise ImageReadError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
-
-
-def to_tensor(img: Image.Image, size: int) -> torch.Tensor:
-    """PIL RGB -> float [3, size, size] in [0, 1] (bilinear, antialiased when shrinking)."""
-    resized = img.resize((size, size), Image.Resampling.BILINEAR)
-    array = np.asarray(resized, dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
-
-
-def context_box(bbox_xywh: list[float], context: float, width: int, height: int) -> tuple[int, int, int, int]:
-    """The crop (x0, y0, x1, y1) in integer pixels: the box grown by ``context`` x its side on each side.
-
-    A w x h box becomes (1 + 2 context) w x (1 + 2 context) h around the same centre, is clipped to
-    the image, and rounded outwards; it is at least one pixel wide and high.
-    """
-    x, y, w, h = (float(v) for v in bbox_xywh)
-    x0 = max(0, math.floor(x - context * w))
-    y0 = max(0, math.floor(y - context * h))
-    x1 = min(width, math.ceil(x + w + context * w))
-    y1 = min(height, math.ceil(y + h + context * h))
-    # a box lying (almost) outside the image still gives a valid one-pixel crop at the border
-    x0, y0 = min(x0, width - 1), min(y0, height - 1)
-    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
-
-
-class CropDataset(Dataset):
-    """One item per query annotation: ``(crop [3, S, S] in [0, 1], annotation_id)``."""
-
-    def __init__(self, crops: list[dict[str, Any]], context: float, size: int):
-        self.crops = crops  # dicts with path, bbox, annotation_id; sorted by image
-        self.context = context
-        self.size = size
-        # Annotations of one image are consecutive, and a batch goes to one worker, so caching the
-        # last decoded image decodes each image about once.
-        self._cached: tuple[Path, Image.Image] | None = None
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-    def _image(self, path: Path) -> Image.Image:
-        if self._cached is None or self._cached[0] != path:
-            self._cached = (path, decode_rgb(read_image_bytes(path), path))
-        return self._cached[1]
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        crop = self.crops[i]
-        img = self._image(crop["path"])
-        box = context_box(crop["bbox"], self.context, img.width, img.height)
-        return to_tensor(img.crop(box), self.size), crop["annotation_id"]
-
-
-def query_crops(
-    data: dict[str, Any], image_root: str | Path, frequencies: list[str]
-) -> tuple[list[dict], pd.DataFrame]:
-    """The query annotations (ordered by image id, then annotation id) and their index table."""
-    frequency_of = {c["id"]: c["frequency"] for c in data["categories"]}
-    images = {img["id"]: img for img in data["images"]}
-    anns = [a for a in data["annotations"] if frequency_of[a["category_id"]] in frequencies]
-    anns.sort(key=lambda a: (a["image_id"], a["id"]))
-    crops = [
-        {"path": image_path(images[a["image_id"]], image_root), "bbox": a["bbox"], "annotation_id": int(a["id"])}
-        for a in anns
-    ]
-    index = pd.DataFrame(
-        {
-            "row": np.arange(len(anns), dtype=np.int64),
-            "annotation_id": np.array([a["id"] for a in anns], dtype=np.int64),
-            "image_id": np.array([a["image_id"] for a in anns], dtype=np.int64),
-            "category_id": np.array([a["category_id"] for a in anns], dtype=np.int64),
-            "frequency": pd.Series([frequency_of[a["category_id"]] for a in anns], dtype=str),
-        }
-    )
-    return crops, index
-
-
-def embed_crops(
-    train_json: str | Path, image_root: str | Path, embed_cfg: dict[str, Any], device: torch.device
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """(L2-normalised float32 (N, D) crop embeddings, index with INDEX_COLUMNS) for the query annotations."""
-    data = load_lvis(train_json)
-    frequencies = list(embed_cfg["query_frequencies"])
-    crops, index = query_crops(data, image_root, frequencies)
-    if not crops:
-        raise ValueError(
-            f"{train_json}: no annotation of a category with frequency in {frequencies} "
-            "(embed.query_frequencies); there is nothing to query the pool with"
-        )
-    encoder = build_encoder(embed_cfg, device)
-    dataset = CropDataset(crops, float(embed_cfg["context"]), encoder.input_size)
-    vectors, tags = embed_dataset(dataset, encoder, int(embed_cfg["batch_size"]), int(embed_cfg["workers"]), "crops")
-    if tags != index["annotation_id"].tolist():
-        raise RuntimeError("embed_crops: embeddings came back in another order than the annotations")
-    return vectors, index
+CONFIG_KEYS = ("embed", "device")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-npy", required=True)
     parser.add_argument("--out-index", required=True)
     args = parser.parse_args(argv)
-    config = load_config(args.config)
+    config = load_stage_config(args.config, CONFIG_KEYS)
     embed_cfg = config["embed"]
     device = configure_torch(config["num_threads"], config["device"])
     start = time.perf_counter()

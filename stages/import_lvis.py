@@ -1,6 +1,6 @@
-"""Bring the user's LVIS v1 files into the run: checked copies of train/val and the pool list.
+"""Rule import_lvis: bring the user's LVIS v1 files into the run: checked copies of train/val and the pool list.
 
-Train and val, with their image files, are validated (stages.validate_dataset) before any heavy
+Train and val, with their image files, are validated (stages.data.validation) before any heavy
 work: ``dataset.on_invalid`` fail stops listing every problem, skip writes repaired copies; the
 report (CSV: file, kind, record_id, reason, action) lists each problem either way. The unlabeled
 pool is the list of image files under ``dataset.unlabeled_dir`` (jpg/jpeg/png), as an images-only
@@ -15,35 +15,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-from PIL import Image
-from tqdm import tqdm
 
-from stages.atomic import write_csv, write_json
-from stages.config import ConfigError, load_config
-from stages.lvis_data import DatasetError, Problem, check_lvis, format_problems
-from stages.validate_dataset import print_report, report_frame, validate_datasets
+from stages.data.lvis import DatasetError, check_lvis, format_problems
+from stages.data.validation import pool_images, print_report, report_frame, validate_datasets
+from stages.utils.atomic import write_csv, write_json
+from stages.utils.config import ConfigError, load_stage_config
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-
-
-def pool_images(unlabeled_dir: Path, first_id: int) -> tuple[list[dict[str, Any]], list[Problem]]:
-    """(the readable pool images as json dicts, a problem per unreadable file)."""
-    files = sorted(p for p in unlabeled_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DatasetError(f"{unlabeled_dir}: no .jpg/.jpeg/.png images found")
-    images, problems = [], []
-    for offset, path in enumerate(tqdm(files, desc="pool", unit="img")):
-        try:
-            with Image.open(path) as im:
-                width, height = im.size
-        except Exception as exc:  # PIL raises several types for bad data
-            problems.append(Problem(str(unlabeled_dir), "pool image", str(path), f"unreadable image ({exc})"))
-            continue
-        images.append({"id": first_id + offset, "file_name": str(path.resolve()), "height": height, "width": width})
-    return images, problems
+CONFIG_KEYS = ("dataset",)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-pool", required=True)
     parser.add_argument("--out-report", required=True, help="validation report (CSV)")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
+    config = load_stage_config(args.config, CONFIG_KEYS)
     ds = config["dataset"]
     for key in ("train_json", "val_json", "image_root", "unlabeled_dir"):
         if not ds.get(key):

@@ -1,8 +1,5 @@
-"""Run a trained detector on the images of a json -> LVIS results (<= 300 per image), as a json
-(the evaluation contract) or, for an ``--out`` ending in .parquet, as a table.
-
-Used for the holdout15 predictions that feed CCECE and for the val predictions that are
-evaluated. Each detection: image_id, category_id, bbox (XYWH), score, segmentation (RLE).
+"""Rules predict_holdout / predict_val: a trained detector's detections on the images of a json, as
+LVIS results json (the evaluation contract) or, for an ``--out`` ending in .parquet, as a table.
 
 CLI: python -m stages.predict --config CFG --weights model_final.pth --images-json J --image-root R --out D.json
 """
@@ -11,86 +8,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pycocotools.mask as mask_util
-import torch
-from detectron2.data import detection_utils as utils
-from tqdm import tqdm
+from stages.data.detections import results_frame
+from stages.data.lvis import category_order, load_lvis
+from stages.modeling.predictor import load_detector, predict
+from stages.utils.atomic import write_json, write_parquet
+from stages.utils.config import load_stage_config
+from stages.utils.device import configure_torch
 
-from stages.atomic import write_json, write_parquet
-from stages.config import load_config
-from stages.detections_io import results_frame
-from stages.detector_data import test_transform
-from stages.device import configure_torch
-from stages.lvis_data import category_order, image_path, load_lvis
-from stages.modeling.build import build_detector, detectron2_config
-from stages.weights import load_checkpoint_state
-
-
-def load_detector(config: dict[str, Any], weights: Path, num_classes: int, phase: str = "teacher") -> torch.nn.Module:
-    """A detector in eval mode with a trained checkpoint (loaded with weights_only)."""
-    cfg = detectron2_config(config, num_classes, phase=phase)
-    cfg.MODEL.TIMM.WEIGHTS = ""  # the checkpoint holds the trained backbone
-    model = build_detector(cfg)
-    state = load_checkpoint_state(weights)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{weights}: does not fit the configured detector (missing {missing[:5]}, unexpected {unexpected[:5]})")
-    model.to(cfg.MODEL.DEVICE).eval()
-    return model
-
-
-def instances_to_results(instances, image_id: int, category_ids: list[int]) -> list[dict[str, Any]]:
-    """LVIS results for one image's detector output (boxes XYWH, masks as RLE)."""
-    boxes = instances.pred_boxes.tensor.cpu().numpy()
-    scores = instances.scores.cpu().numpy()
-    classes = instances.pred_classes.cpu().numpy()
-    masks = instances.pred_masks.cpu().numpy() if instances.has("pred_masks") else None
-    results = []
-    for k in range(len(instances)):
-        x0, y0, x1, y1 = boxes[k].tolist()
-        det = {"image_id": int(image_id), "category_id": int(category_ids[classes[k]]),
-               "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(scores[k])}
-        if masks is not None:
-            rle = mask_util.encode(np.asfortranarray(masks[k].astype(np.uint8)))
-            rle["counts"] = rle["counts"].decode("ascii")
-            det["segmentation"] = rle
-        results.append(det)
-    return results
-
-
-@torch.inference_mode()
-def predict(model: torch.nn.Module, config: dict[str, Any], images: list[dict], image_root: Path,
-            category_ids: list[int], batch_size: int = 4) -> list[dict[str, Any]]:
-    transform = test_transform(config)
-    device = torch.device(config["device"])
-    results: list[dict[str, Any]] = []
-    max_dets = config["evaluation"]["max_detections"]
-    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch"):
-        batch, metas = [], images[start:start + batch_size]
-        for img in metas:
-            path = image_path(img, image_root)
-            try:
-                array = utils.read_image(str(path), format="RGB")
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"{path}: cannot read image {img['id']}: {exc}") from exc
-            resized = transform.get_transform(array).apply_image(array)
-            batch.append({"image": torch.as_tensor(resized.transpose(2, 0, 1).copy()).float().to(device),
-                          "height": img["height"], "width": img["width"]})
-        try:
-            outputs = model(batch)
-        except FloatingPointError as exc:
-            raise FloatingPointError(f"predict, images {[img['id'] for img in metas]}: {exc}") from exc
-        for img, out in zip(metas, outputs):
-            inst = out["instances"].to("cpu")
-            if len(inst) > max_dets:
-                inst = inst[torch.argsort(inst.scores, descending=True)[:max_dets]]
-            results.extend(instances_to_results(inst, img["id"], category_ids))
-    return results
-
-
+CONFIG_KEYS = ("model", "device", "evaluation.max_detections")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,14 +25,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", required=True, type=Path)
     parser.add_argument("--images-json", required=True, type=Path)
     parser.add_argument("--image-root", required=True, type=Path)
-    parser.add_argument("--phase", default="teacher", choices=["teacher", "student"])
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    config = load_config(args.config)
+    config = load_stage_config(args.config, CONFIG_KEYS)
     configure_torch(config["num_threads"], config["device"])
     data = load_lvis(args.images_json, require_annotations=False)
     category_ids = [c["id"] for c in category_order(data)]
-    model = load_detector(config, args.weights, len(category_ids), args.phase)
+    model = load_detector(config, args.weights, len(category_ids))
     results = predict(model, config, data["images"], args.image_root, category_ids)
     if args.out.suffix == ".parquet":
         write_parquet(results_frame(results), args.out)

@@ -29,6 +29,17 @@ def tiny_config(results_dir: Path, run: str = "tiny") -> dict:
     return config
 
 
+def identity_similarity(path: Path, train_json: Path) -> Path:
+    """A valid S' for a teacher whose smoothing ignores it (onehot, uniform): the identity."""
+    import json
+
+    import numpy as np
+
+    num_classes = len(json.loads(Path(train_json).read_text())["categories"])
+    np.save(path, np.eye(num_classes, dtype=np.float32))
+    return path
+
+
 @pytest.fixture
 def repo() -> Path:
     return REPO
@@ -44,7 +55,7 @@ def tiny_config_file(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_minilvis(tmp_path_factory) -> Path:
     """A tiny mini-LVIS generated once per session (train/val/pool jsons + images)."""
-    from stages.make_minilvis import make_minilvis
+    from stages.data.minilvis import make_minilvis
 
     out = tmp_path_factory.mktemp("minilvis")
     config = tiny_config(out / "results")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import timm
 import torch
 
-from stages.config import load_config
 from stages.modeling.build import build_detector, detectron2_config
+from stages.utils.config import load_config
 
 
 def _config(**model):

@@ -14,13 +14,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from stages.calibration import (
-    ccece_per_class,
-    expected_calibration_error,
-    judge_detections,
-    judge_detections_loop,
-    reliability_table,
-)
+from stages.core.calibration import ccece_per_class, expected_calibration_error, reliability_table
+from stages.evaluation.judging import judge_detections
+from tests.reference_judging import judge_detections_loop
 
 
 def _square(x, y, w, h):
@@ -277,8 +273,8 @@ def test_vectorised_segm_judging_equals_the_loop():
 
 
 def test_detections_parquet_roundtrip(tmp_path):
-    from stages.atomic import write_parquet
-    from stages.detections_io import read_detections, results_frame
+    from stages.data.detections import read_detections, results_frame
+    from stages.utils.atomic import write_parquet
 
     dets = [{"image_id": 1, "category_id": 2, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.5,
              "segmentation": {"size": [8, 8], "counts": "abc"}},

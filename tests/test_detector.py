@@ -7,9 +7,9 @@ import torch
 from detectron2.structures import Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 
-from stages.config import load_config
 from stages.modeling.build import build_detector, detectron2_config
-from stages.train_student import EMAUpdate
+from stages.modeling.student import EMAUpdate
+from stages.utils.config import load_config
 
 
 def _batch(n=2, size=96):

@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from stages.distributed import world
-from tests.conftest import tiny_config
+from stages.modeling.distributed import world
+from tests.conftest import identity_similarity, tiny_config
 
 
 def test_world_is_explicit():
@@ -27,13 +27,14 @@ def test_two_process_gloo_teacher(repo, tiny_minilvis, tmp_path):
     config["distributed"] = {"processes_per_machine": 2, "teacher_machines": 1, "student_machines": 1,
                              "dist_url": "auto", "port": 29500}
     config["num_threads"] = 1
-    config["teacher"].update(iterations=8, batch_size=4, checkpoint_period=4)
+    config["teacher"].update(smoothing="uniform", iterations=8, batch_size=4, checkpoint_period=4)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(config))
     out, ckpt = tmp_path / "teacher.pth", tmp_path / "ckpt"
     proc = subprocess.run([sys.executable, "-m", "stages.train_teacher", "--config", str(cfg),
                            "--train-json", str(tiny_minilvis / "train.json"), "--image-root",
-                           str(tiny_minilvis / "images"), "--smoothing", "uniform", "--out", str(out),
+                           str(tiny_minilvis / "images"), "--similarity",
+                           str(identity_similarity(tmp_path / "identity.npy", tiny_minilvis / "train.json")), "--out", str(out),
                            "--checkpoint-dir", str(ckpt)], cwd=repo, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "launching 1 x 2 processes (cpu" in proc.stdout + proc.stderr

@@ -10,10 +10,10 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 
-from stages.atomic import write_parquet
-from stages.detections_io import read_detections, results_frame
-from stages.fast_lvis_eval import FastLVISResult, fast_lvis_eval
-from stages.lvis_eval import per_class_ap, run_lvis_eval, summary_metrics
+from stages.data.detections import read_detections, results_frame
+from stages.evaluation.fast_lvis_eval import FastLVISResult, fast_lvis_eval
+from stages.evaluation.lvis_eval import per_class_ap, run_lvis_eval, summary_metrics
+from stages.utils.atomic import write_parquet
 
 N_CATS = 20
 
@@ -249,7 +249,7 @@ def test_iou_tie_goes_to_the_later_gt(tmp_path, iou_type):
 def test_recall_counts_are_lvis_searchsorted():
     # LVIS reads precision at searchsorted(tp / n, REC_THRS, 'left') with float recall points
     # (0.35000000000000003 ...); the integer form must land on the same index for every n
-    from stages.fast_lvis_eval import REC_THRS, _recall_counts
+    from stages.evaluation.fast_lvis_eval import REC_THRS, _recall_counts
 
     n_gt = np.arange(1, 1001)
     m = _recall_counts(n_gt)

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from stages.lvis_data import category_order, load_lvis
+from stages.data.lvis import category_order, load_lvis
 from tests.conftest import REPO, tiny_config
 
 pytestmark = pytest.mark.fault_injection
@@ -28,7 +28,7 @@ def test_artifact_killed_mid_write_leaves_no_artifact(tmp_path: Path) -> None:
     target = tmp_path / "big.npy"
     writer = textwrap.dedent(f"""
         import numpy as np
-        from stages.atomic import write_npy
+        from stages.utils.atomic import write_npy
         write_npy(np.ones((64, 1024, 1024), dtype=np.float32), {str(target)!r})  # 256 MiB
     """)
     proc = subprocess.Popen([sys.executable, "-c", writer], cwd=REPO)
@@ -67,7 +67,7 @@ def test_full_disk_on_an_atomic_write_leaves_nothing(tmp_path: Path) -> None:
         import json, sys
         from pathlib import Path
         import numpy as np
-        from stages.atomic import write_npy, write_json
+        from stages.utils.atomic import write_npy, write_json
         disk = Path(sys.argv[1])
         write_json({"small": 1}, disk / "small.json")
         try:
@@ -99,7 +99,7 @@ def test_full_disk_during_a_stage_is_a_clear_error_and_leaves_no_json(tmp_path: 
 
 
 def test_non_finite_loss_stops_training_naming_iteration_and_loss() -> None:
-    from stages.training import SeededTrainer
+    from stages.modeling.training import SeededTrainer
 
     class Broken(torch.nn.Module):
         def __init__(self) -> None:
@@ -112,7 +112,7 @@ def test_non_finite_loss_stops_training_naming_iteration_and_loss() -> None:
     model = Broken().train()
     batches = iter([torch.tensor(1.0), torch.tensor(1.0), torch.tensor(float("nan"))])
     trainer = SeededTrainer(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), seed=0,
-                            loss_fn=lambda batch, _: model(batch))  # fmt: skip
+                            loss_fn=model)
     with pytest.raises(FloatingPointError, match=r"non-finite loss at iteration 2: \{'loss_cls': nan\}"):
         trainer.train(0, 3)
 
@@ -123,12 +123,12 @@ def tiny_detector(tiny_minilvis: Path, tmp_path_factory):
 
     config = tiny_config(tmp_path_factory.mktemp("det") / "results")
     data = load_lvis(tiny_minilvis / "val.json")
-    cfg = detectron2_config(config, len(data["categories"]), phase="teacher")
+    cfg = detectron2_config(config, len(data["categories"]), solver=config["teacher"])
     return config, data, build_detector(cfg).eval()
 
 
 def test_nan_weights_stop_prediction_naming_the_images(tiny_minilvis: Path, tiny_detector) -> None:
-    from stages.predict import predict
+    from stages.modeling.predictor import predict
 
     config, data, model = tiny_detector
     images = sorted(data["images"], key=lambda img: img["id"])[:2]
@@ -151,7 +151,7 @@ def test_nan_weights_stop_prediction_naming_the_images(tiny_minilvis: Path, tiny
 
 
 def test_damaged_checkpoint_is_named_with_how_to_resume(tmp_path: Path) -> None:
-    from stages.training import AtomicCheckpointer
+    from stages.modeling.training import AtomicCheckpointer
 
     model = torch.nn.Linear(2, 2)
     checkpointer = AtomicCheckpointer(model, str(tmp_path), save_to_disk=True)
@@ -165,7 +165,7 @@ def test_damaged_checkpoint_is_named_with_how_to_resume(tmp_path: Path) -> None:
 
 
 def test_checkpoints_are_never_unpickled(tmp_path: Path) -> None:
-    from stages.training import AtomicCheckpointer
+    from stages.modeling.training import AtomicCheckpointer
 
     class Payload:
         def __reduce__(self):
@@ -181,11 +181,11 @@ def test_checkpoints_are_never_unpickled(tmp_path: Path) -> None:
 def test_nan_in_a_ccece_table_stops_the_student(tmp_path: Path) -> None:
     import pandas as pd
 
-    from stages.train_student import delta_vector
+    from stages.data.artifacts import read_delta
 
     categories = [{"id": 1, "name": "a", "frequency": "r"}, {"id": 2, "name": "b", "frequency": "f"}]
     frame = pd.DataFrame({"category_id": [1, 2], "name": ["a", "b"], "frequency": ["r", "f"], "n_detections": [3, 0],
                           "accuracy": [0.5, np.nan], "confidence": [0.4, np.nan], "ccece": [0.1, np.nan]})  # fmt: skip
     frame.to_parquet(tmp_path / "ccece.parquet")
     with pytest.raises(ValueError, match=r"ccece\.parquet.*(NaN|non-finite)"):
-        delta_vector(tmp_path / "ccece.parquet", categories)
+        read_delta(tmp_path / "ccece.parquet", categories)

@@ -14,9 +14,14 @@ import pandas as pd
 import pycocotools.mask as mask_util
 import pytest
 
-from stages.lvis_eval import METRIC_KEYS, lvis_metrics, per_class_ap, run_lvis_eval
+from stages.evaluation.lvis_eval import METRIC_KEYS, per_class_ap, run_lvis_eval, summary_metrics
 
 SIZE = 64
+
+
+def lvis_metrics(gt_json, detections, iou_type, max_dets=300):
+    """The official LVISEval's summary on the 0-100 scale (NaN for a group without ground truth)."""
+    return summary_metrics(run_lvis_eval(gt_json, detections, iou_type, max_dets))
 
 
 def _square(x, y, w, h):
@@ -67,7 +72,7 @@ def _dets_from_gt(gt_file, shift=0.0, score=1.0):
 
 def _reference(gt_file, dets, iou_type):
     """LVISEval run directly, the way the lvis package documents it."""
-    from stages.compat import ensure_numpy_aliases
+    from stages.utils.compat import ensure_numpy_aliases
 
     ensure_numpy_aliases()
     import lvis

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lvis_data import load_lvis
-from stages.make_minilvis import make_minilvis
+from stages.data.lvis import load_lvis
+from stages.data.minilvis import make_minilvis
 from tests.conftest import tiny_config
 
 
 def test_valid_lvis_and_loads_in_lvis_api(tiny_minilvis):
-    from stages.compat import ensure_numpy_aliases
+    from stages.utils.compat import ensure_numpy_aliases
 
     ensure_numpy_aliases()
     import lvis

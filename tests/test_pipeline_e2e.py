@@ -110,7 +110,7 @@ def test_config_error_names_the_key(repo, tmp_path):
 
 
 def test_config_loader_lists_every_bad_key(repo):
-    from stages.config import ConfigError, validate_config
+    from stages.utils.config import ConfigError, validate_config
 
     bad = yaml.safe_load((repo / "config.yaml").read_text())
     bad["teacher"]["epsilon"] = 0.1
@@ -133,7 +133,7 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     config["tuning"] = {"teacher_eps": [0.1, 0.3], "teacher_gamma": [1.5], "student_lambda": [0.5, 2.0],
                         "student_unlabeled_weight": [1.0]}
     config["student"].update(use_tuned=True, ema_decay=0.99)  # also runs the EMA teacher path
-    config["sweep"] = {"fractions": [0.5, 1.0], "variants": ["onehot", "similarity_corrected"]}
+    config["sweep"] = {"fractions": [0.5, 1.0], "variants": ["onehot", "similarity_frequency"]}
     config["student"]["variants"] = ["soft_corrected"]
     path = tmp_path / "tuned.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -144,22 +144,24 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
         logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted((run / "logs").glob("*.log")))
         pytest.fail(f"snakemake failed:\n{proc.stderr[-5000:]}\n{logs}")
     grid = pd.read_csv(run / "tuning" / "teacher_grid.csv")
-    assert sorted(grid["eps"]) == [0.1, 0.3] and set(grid["gamma"]) == {1.5}
-    choice = json.loads((run / "tuning" / "teacher_choice.json").read_text())
+    assert sorted(grid["teacher.eps"]) == [0.1, 0.3] and set(grid["teacher.gamma"]) == {1.5}
+    choice = json.loads((run / "tuning" / "teacher_choice.json").read_text())  # a config overlay
     best = grid.sort_values("AP", ascending=False).iloc[0]
-    assert choice["eps"] == best["eps"] and choice["AP"] == pytest.approx(best["AP"])
+    assert choice == {"teacher": {"eps": best["teacher.eps"], "gamma": best["teacher.gamma"]}}
     # the final teacher was retrained on the full labeled train set with the chosen values
-    final = run / "experiments" / f"teacher_full_frac1_similarity_eps{choice['eps']:g}_gamma{choice['gamma']:g}"
+    final = run / "experiments" / f"teacher_full_eps{choice['teacher']['eps']:g}_gamma{choice['teacher']['gamma']:g}"
     assert (final / "model_final.pth").exists()
+    final_config = yaml.safe_load((final / "config.yaml").read_text())
+    assert final_config["teacher"]["eps"] == choice["teacher"]["eps"]
     # lambda tuned on holdout15 with soft_corrected students, then used by the main-line student
     student_grid = pd.read_csv(run / "tuning" / "student_grid.csv")
-    assert sorted(student_grid["lambda"]) == [0.5, 2.0]
+    assert sorted(student_grid["student.lambda"]) == [0.5, 2.0]
     student_choice = json.loads((run / "tuning" / "student_choice.json").read_text())
     signature = json.loads((run / "student" / "soft_corrected" / "checkpoints" / "signature.json").read_text())
-    assert signature["config"]["student"]["lambda"] == student_choice["lambda"]
+    assert signature["config"]["student"]["lambda"] == student_choice["student"]["lambda"]
     sweep = pd.read_csv(run / "report" / "fig2_fraction_sweep.csv")
     assert sorted(zip(sweep["variant"], sweep["fraction"])) == [
-        ("onehot", 0.5), ("onehot", 1.0), ("similarity_corrected", 0.5), ("similarity_corrected", 1.0)]
+        ("onehot", 0.5), ("onehot", 1.0), ("similarity_frequency", 0.5), ("similarity_frequency", 1.0)]
     assert (run / "report" / "fig2_fraction_sweep.png").read_bytes()[:4] == b"\x89PNG"
     # paper_tables built Table 1 too, and its report gathers Table 1 and Figs. 2-4
     assert (run / "report" / "table1.md").exists()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.config import load_config
-from stages.lvis_data import load_lvis
-from stages.prototypes import categories_frame, class_prototypes, instance_embeddings
+from stages.core.prototypes import class_prototypes
+from stages.data.lvis import categories_frame, load_lvis
+from stages.modeling.features import instance_embeddings
+from stages.utils.config import load_config
 
 
 def test_class_prototypes_are_class_means_and_zero_for_empty_classes():

@@ -3,7 +3,8 @@
 import torch
 from detectron2.structures import Boxes, Instances
 
-from stages.pseudo_labels import corrected_scores, pseudo_label_targets, select_pseudo_labels
+from stages.core.pseudo_labels import corrected_scores, pseudo_label_targets
+from stages.modeling.student import select_pseudo_labels
 
 
 def test_eq5_small_vectors():

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from stages import report as report_stage
-from stages.sweep_report import sweep_figure, sweep_table
+from stages.reporting import figures, table1
+from stages.reporting.figures import sweep_figure, sweep_table
 from tests.conftest import REPO, tiny_config
 
 MODELS = ["teacher", "student_soft_corrected"]
@@ -45,8 +46,8 @@ def _eval_dir(root: Path) -> Path:
 
 def test_fig3_plots_each_models_filled_bins_with_its_ece(tmp_path: Path) -> None:
     eval_dir = _eval_dir(tmp_path)
-    data = report_stage.reliability_data(eval_dir, report_stage.load_metrics(eval_dir, MODELS))
-    fig = report_stage.reliability_figure(data)
+    data = figures.reliability_data(eval_dir, table1.load_metrics(eval_dir, MODELS))
+    fig = figures.reliability_figure(data)
     assert [ax.get_title() for ax in fig.axes] == ["teacher  ECE=0.200", "student_soft_corrected  ECE=0.100"]
     for ax, model in zip(fig.axes, MODELS):
         rows = data[(data["model"] == model) & (data["count"] > 0)]
@@ -56,8 +57,8 @@ def test_fig3_plots_each_models_filled_bins_with_its_ece(tmp_path: Path) -> None
 
 
 def test_fig4_plots_per_class_ap_against_instances_coloured_by_frequency(tmp_path: Path) -> None:
-    data = report_stage.per_class_data(_eval_dir(tmp_path), MODELS, CATEGORIES)
-    fig = report_stage.per_class_figure(data)
+    data = figures.per_class_data(_eval_dir(tmp_path), MODELS, CATEGORIES)
+    fig = figures.per_class_figure(data)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["r", "c", "f"]
     points = {c.get_label(): c.get_offsets() for c in ax.collections}
@@ -68,7 +69,7 @@ def test_fig4_plots_per_class_ap_against_instances_coloured_by_frequency(tmp_pat
 
 def test_fig2_has_one_line_per_variant_over_the_fractions(tmp_path: Path) -> None:
     runs = []
-    for variant, offset in (("onehot", 0), ("similarity_corrected", 5)):
+    for variant, offset in (("onehot", 0), ("similarity_frequency", 5)):
         for fraction in (0.1, 0.5, 1.0):
             path = tmp_path / f"{variant}_{fraction}.json"
             path.write_text(json.dumps({"segm": {"AP": 20 * fraction + offset, "APr": 10 * fraction + offset}, "ece": 0.1}))
@@ -77,8 +78,8 @@ def test_fig2_has_one_line_per_variant_over_the_fractions(tmp_path: Path) -> Non
     for ax, metric, scale in zip(fig.axes, ("AP", "APr"), (20, 10)):
         assert ax.get_title() == metric
         lines = {line.get_label(): line.get_xydata() for line in ax.get_lines()}
-        assert set(lines) == {"onehot", "similarity_corrected"}
-        np.testing.assert_allclose(lines["similarity_corrected"], [[10, scale * 0.1 + 5], [50, scale * 0.5 + 5],
+        assert set(lines) == {"onehot", "similarity_frequency"}
+        np.testing.assert_allclose(lines["similarity_frequency"], [[10, scale * 0.1 + 5], [50, scale * 0.5 + 5],
                                                                    [100, scale + 5]])  # fmt: skip
 
 
@@ -113,7 +114,7 @@ def _dry_run_jobs(target: str, config: dict, tmp_path: Path) -> dict[str, int]:
 @pytest.mark.parametrize("use_tuned", [False, True])
 def test_paper_tables_builds_exactly_the_runs_the_tables_and_figures_need(tmp_path: Path, use_tuned: bool) -> None:
     config = tiny_config(tmp_path / "results")
-    config["sweep"].update(fractions=[0.5, 1.0], variants=["onehot", "similarity_corrected"])
+    config["sweep"].update(fractions=[0.5, 1.0], variants=["onehot", "similarity_frequency"])
     config["student"]["variants"] = ["onehot", "soft_corrected"]
     config["teacher"]["use_tuned"] = use_tuned
     config["tuning"].update(teacher_eps=[0.05, 0.1] if use_tuned else [], teacher_gamma=[1.5])

@@ -18,17 +18,20 @@ from stages import dedup as dedup_stage
 from stages import embed_crops as embed_crops_stage
 from stages import embed_images as embed_images_stage
 from stages import retrieve as retrieve_stage
-from stages.config import DEFAULT_CONFIG_PATH
-from stages.embed_crops import CropDataset, ImageReadError, context_box, embed_crops
-from stages.embed_images import embed_images
-from stages.encoders import (
+from stages.data.images import ImageReadError
+from stages.retrieval import dedup as dedup_lib
+from stages.retrieval import pool as pool_lib
+from stages.retrieval.crops import CropDataset, context_box, embed_crops
+from stages.retrieval.encoders import (
     IMAGENET_MEAN,
     INCEPTION_MEAN,
     Embeddings,
     build_encoder,
     efficientnet_lite0_model,
 )
-from stages.retrieve import build_index, search
+from stages.retrieval.index import build_index, search
+from stages.retrieval.pool import embed_images
+from stages.utils.config import DEFAULT_CONFIG_PATH
 
 torch.set_num_threads(2)
 faiss.omp_set_num_threads(2)
@@ -184,7 +187,7 @@ def test_encoder_shape_normalisation_and_determinism(encoder) -> None:
 
 
 def test_packaged_weights_load_and_differ_from_random_init(encoder) -> None:
-    from stages.weights import load_checkpoint_state, packaged_efficientnet_lite0_path
+    from stages.utils.weights import load_checkpoint_state, packaged_efficientnet_lite0_path
 
     first_tensor = next(iter(load_checkpoint_state(packaged_efficientnet_lite0_path()).values()))
     assert torch.equal(encoder.model.conv_stem.weight.cpu(), first_tensor)
@@ -197,7 +200,7 @@ def test_packaged_weights_load_and_differ_from_random_init(encoder) -> None:
 
 
 def test_weights_of_another_shape_raise_a_clear_error(tmp_path: Path) -> None:
-    from stages.weights import load_checkpoint_state, packaged_efficientnet_lite0_path
+    from stages.utils.weights import load_checkpoint_state, packaged_efficientnet_lite0_path
 
     state = load_checkpoint_state(packaged_efficientnet_lite0_path())
     first = next(iter(state))
@@ -384,7 +387,7 @@ def test_dedup_removes_planted_copies_and_counts_them() -> None:
     labeled = embeddings(labeled_vectors, [1, 2], ["l1", "l2"])
     neighbours = pd.DataFrame({"pool_image_id": [31, 10, 30, 33, 32, *range(10, 20), 12]})
     pool_data = {"images": [image_entry(i, f"p{i}.png") for i in pool_ids], "categories": CATEGORIES}
-    unlabeled, counts = dedup_stage.dedup(neighbours, pool_data, pool, [labeled], 0.97)
+    unlabeled, counts = dedup_lib.dedup(neighbours, pool_data, pool, [labeled], 0.97)
     assert counts == {
         "pool": 15,
         "retrieved": 14,
@@ -396,7 +399,7 @@ def test_dedup_removes_planted_copies_and_counts_them() -> None:
     assert [img["id"] for img in unlabeled["images"]] == list(range(10, 20))
     assert unlabeled["categories"] == CATEGORIES and "annotations" not in unlabeled
     with pytest.raises(ValueError, match="no retrieved pool image survives"):
-        dedup_stage.dedup(pd.DataFrame({"pool_image_id": [32]}), pool_data, pool, [labeled], 0.97)
+        dedup_lib.dedup(pd.DataFrame({"pool_image_id": [32]}), pool_data, pool, [labeled], 0.97)
 
 
 def test_greedy_near_duplicates_keeps_the_lowest_id_of_a_chain() -> None:
@@ -404,7 +407,7 @@ def test_greedy_near_duplicates_keeps_the_lowest_id_of_a_chain() -> None:
     angle = np.deg2rad(12)
     vectors = np.array([[1, 0], [np.cos(angle), np.sin(angle)], [np.cos(2 * angle), np.sin(2 * angle)]], np.float32)
     threshold = float(np.cos(angle)) - 1e-3
-    assert dedup_stage.greedy_near_duplicates(vectors, threshold).tolist() == [True, False, True]
+    assert dedup_lib.greedy_near_duplicates(vectors, threshold).tolist() == [True, False, True]
 
 
 # ------------------------------------------------------------------------------------------ CLIs end to end
@@ -473,7 +476,7 @@ def test_pool_embedding_resumes_from_finished_shards(data, tmp_path: Path, monke
     whole, whole_index, whole_report = embed_images(data["pool"], data["images"], POOL_CFG, cpu, tmp_path / "a")
     assert whole_report["shards"] == 4 and whole_report["shards_reused"] == 0
 
-    real_embed_shard = embed_images_stage.embed_shard
+    real_embed_shard = pool_lib.embed_shard
     calls = []
 
     def killed_after_two_shards(*args, **kwargs):
@@ -482,14 +485,14 @@ def test_pool_embedding_resumes_from_finished_shards(data, tmp_path: Path, monke
             raise KeyboardInterrupt  # the job dies while embedding the third shard
         return real_embed_shard(*args, **kwargs)
 
-    monkeypatch.setattr(embed_images_stage, "embed_shard", killed_after_two_shards)
+    monkeypatch.setattr(pool_lib, "embed_shard", killed_after_two_shards)
     with pytest.raises(KeyboardInterrupt):
         embed_images(data["pool"], data["images"], POOL_CFG, cpu, tmp_path / "b")
     assert sorted(p.name for p in (tmp_path / "b").glob("shard-*")) == ["shard-00000.npz", "shard-00001.npz"]
     assert not list((tmp_path / "b").glob(".*tmp*"))  # nothing half-written
 
     calls.clear()
-    monkeypatch.setattr(embed_images_stage, "embed_shard", real_embed_shard)
+    monkeypatch.setattr(pool_lib, "embed_shard", real_embed_shard)
     resumed, resumed_index, report = embed_images(data["pool"], data["images"], POOL_CFG, cpu, tmp_path / "b")
     assert report["shards_reused"] == 2
     np.testing.assert_array_equal(resumed, whole)
@@ -543,12 +546,12 @@ def test_unreadable_images_in_fail_mode_list_every_file(data, broken_pool: Path,
 
 @pytest.mark.fault_injection
 def test_non_finite_embeddings_stop_with_the_place_named(data, monkeypatch) -> None:
-    from stages import encoders
+    from stages.retrieval import encoders
 
     encoder = build_encoder(EMBED_CFG, torch.device("cpu"))
     real_embed = encoder.embed
     monkeypatch.setattr(encoder, "embed", lambda batch: real_embed(batch) * float("nan"))
-    dataset = embed_images_stage.WholeImageDataset([data["images"] / "pool" / "p0.png"], CROP)
+    dataset = pool_lib.WholeImageDataset([data["images"] / "pool" / "p0.png"], CROP)
     with pytest.raises(FloatingPointError, match="non-finite embedding.*pool-probe batch starting at item 0"):
         encoders.embed_dataset(dataset, encoder, 4, 0, "pool-probe")
 
@@ -560,7 +563,7 @@ def test_non_finite_embeddings_stop_with_the_place_named(data, monkeypatch) -> N
 def minilvis_retrieval(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The embedded default mini-LVIS (its pool plants rare-class images, truth in pool_truth.json),
     rare crops and pool embedded with the default encoder settings."""
-    from stages.make_minilvis import make_minilvis
+    from stages.data.minilvis import make_minilvis
 
     config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     out = tmp_path_factory.mktemp("minilvis_default")

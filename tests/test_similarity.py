@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from stages.similarity import cosine_similarity, similarity_matrix, smoothed_targets
+from stages.core.similarity import cosine_similarity, similarity_matrix
+from stages.core.smoothing import smoothed_targets
 
 
 def test_eq2_hand_computed_three_classes():
@@ -64,12 +65,12 @@ def test_cosine_of_zero_prototype_is_zero():
 
 def test_eq3_targets_rows():
     sprime = np.array([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.0, 0.0, 1.0]], dtype=np.float32)
-    got = smoothed_targets(sprime, eps=0.1, smoothing="similarity")
+    got = smoothed_targets("similarity", sprime, eps=0.1)
     np.testing.assert_allclose(got[0], [0.9 + 0.05, 0.03, 0.02], rtol=1e-6)
     np.testing.assert_allclose(got[1], [0.01, 0.9 + 0.06, 0.03], rtol=1e-6)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-6)
-    uniform = smoothed_targets(sprime, eps=0.3, smoothing="uniform")
+    uniform = smoothed_targets("uniform", sprime, eps=0.3)
     np.testing.assert_allclose(uniform[2], [0.1, 0.1, 0.8], rtol=1e-6)
-    np.testing.assert_array_equal(smoothed_targets(sprime, 0.5, "onehot"), np.eye(3))
+    np.testing.assert_array_equal(smoothed_targets("onehot", sprime, 0.5), np.eye(3))
     with pytest.raises(ValueError, match="smoothing"):
-        smoothed_targets(sprime, 0.1, "bogus")
+        smoothed_targets("bogus", sprime, 0.1)

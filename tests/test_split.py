@@ -1,6 +1,6 @@
 """The image-level seeded 85/15 split."""
 
-from stages.split import split_dataset, split_image_ids
+from stages.data.splits import split_dataset, split_image_ids
 
 
 def test_split_is_disjoint_complete_and_seeded():

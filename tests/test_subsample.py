@@ -2,7 +2,7 @@
 
 import json
 
-from stages.subsample import subsample_image_ids
+from stages.data.splits import subsample_image_ids
 
 
 def test_fraction_keeps_every_class(tiny_minilvis):

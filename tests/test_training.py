@@ -14,12 +14,12 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import tiny_config
+from tests.conftest import identity_similarity, tiny_config
 
 
 def _config_file(tmp_path: Path, **teacher) -> Path:
     config = tiny_config(tmp_path / "results")
-    config["teacher"].update(teacher)
+    config["teacher"].update(smoothing="uniform", **teacher)
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -27,7 +27,8 @@ def _config_file(tmp_path: Path, **teacher) -> Path:
 
 def _teacher_cmd(repo, cfg, data: Path, out: Path, ckpt: Path) -> list[str]:
     return [sys.executable, "-m", "stages.train_teacher", "--config", str(cfg), "--train-json", str(data / "train.json"),
-            "--image-root", str(data / "images"), "--smoothing", "uniform", "--out", str(out),
+            "--image-root", str(data / "images"), "--similarity",
+            str(identity_similarity(out.parent / "identity.npy", data / "train.json")), "--out", str(out),
             "--checkpoint-dir", str(ckpt)]
 
 

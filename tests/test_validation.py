@@ -15,8 +15,8 @@ import yaml
 from PIL import Image
 
 from stages import import_lvis
-from stages.lvis_data import DatasetError, check_lvis, load_lvis, read_json
-from stages.validate_dataset import lvis_frequency, validate_datasets
+from stages.data.lvis import DatasetError, check_lvis, load_lvis, read_json
+from stages.data.validation import lvis_frequency, validate_datasets
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.fault_injection

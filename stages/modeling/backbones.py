@@ -26,7 +26,7 @@ from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from timm.layers import freeze_batch_norm_2d
 from torch import nn
 
-from stages.weights import load_checkpoint_state, load_state_dict_by_position, resolve_weights
+from stages.utils.weights import load_checkpoint_state, load_state_dict_by_position, resolve_weights
 
 # RGB pixel mean/std on the 0-255 scale, per backbone registry name (None: from the timm model).
 PIXEL_STATS: dict[str, tuple[list[float], list[float]] | None] = {

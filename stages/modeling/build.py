@@ -19,9 +19,10 @@ import stages.modeling.roi_heads  # noqa: F401  (registers the ROI heads)
 from stages.modeling.backbones import pixel_stats
 
 
-def detectron2_config(config: dict[str, Any], num_classes: int, *, phase: str = "teacher") -> CfgNode:
-    """detectron2 CfgNode for ``phase`` (``teacher`` or ``student``: solver values differ)."""
-    model_cfg, train_cfg = config["model"], config[phase]
+def detectron2_config(config: dict[str, Any], num_classes: int, *, solver: dict[str, Any] | None = None) -> CfgNode:
+    """detectron2 CfgNode of the configured detector; ``solver`` (the ``teacher`` or ``student``
+    section) adds its training schedule, and is left out for inference."""
+    model_cfg = config["model"]
     cfg = get_cfg()
     cfg.MODEL.DEVICE = config["device"]
     cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
@@ -76,6 +77,10 @@ def detectron2_config(config: dict[str, Any], num_classes: int, *, phase: str = 
     cfg.INPUT.MAX_SIZE_TEST = model_cfg["max_size"]
     cfg.INPUT.MASK_FORMAT = "polygon"
 
+    if solver is None:
+        return cfg  # inference: the checkpoint sets every weight, no seed needed
+    cfg.SEED = config["seed"]
+    train_cfg = solver
     cfg.SOLVER.IMS_PER_BATCH = train_cfg["batch_size"]
     cfg.SOLVER.OPTIMIZER = train_cfg["optimizer"]
     cfg.SOLVER.BASE_LR = train_cfg["base_lr"]
@@ -89,7 +94,6 @@ def detectron2_config(config: dict[str, Any], num_classes: int, *, phase: str = 
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = train_cfg["clip_grad_norm"]
-    cfg.SEED = config["seed"]
     return cfg
 
 
@@ -97,10 +101,11 @@ def build_detector(cfg: CfgNode, class_targets: np.ndarray | None = None,
                    fed_loss_weights: np.ndarray | None = None) -> torch.nn.Module:
     """Build the detector on cfg.MODEL.DEVICE and install eq. (3) targets and fed-loss weights.
 
-    The random initialisation of the heads is seeded with cfg.SEED, so that a run is a pure
-    function of its config and inputs.
+    The random initialisation of the heads is seeded with cfg.SEED (set for training), so that a
+    run is a pure function of its config and inputs.
     """
-    torch.manual_seed(cfg.SEED)
+    if cfg.SEED >= 0:
+        torch.manual_seed(cfg.SEED)
     model = build_model(cfg)
     if class_targets is not None:
         model.roi_heads.set_class_targets(torch.as_tensor(class_targets, dtype=torch.float32))

@@ -3,39 +3,39 @@
 
 rule predict_holdout:
     input:
+        config=ancient(RESOLVED_CONFIG),
         weights=holdout_teacher_weights,
-        images=f"{RUN}/split/holdout15.json",
+        images=HOLDOUT_JSON,
     output:
         f"{RUN}/calibration/holdout_detections.parquet",
     params:
-        cfg=section_hash("model", "evaluation", "device"),
+        cfg=trigger("predict"),
         root=IMAGE_ROOT,
     threads: config["num_threads"]
-    localrule: is_local("predict_holdout")
     resources:
         **rule_resources("predict_holdout"),
     log:
         f"{RUN}/logs/predict_holdout.log",
     shell:
-        stage("predict") + " --weights {input.weights} --images-json {input.images} --image-root {params.root}"
-        " --out {output} > {log} 2>&1"
+        stage("predict") + " --weights {input.weights:q} --images-json {input.images:q}"
+        " --image-root {params.root:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule ccece:
     input:
+        config=ancient(RESOLVED_CONFIG),
         detections=rules.predict_holdout.output[0],
-        gt=f"{RUN}/split/holdout15.json",
+        gt=HOLDOUT_JSON,
     output:
         ccece=f"{RUN}/calibration/ccece.parquet",
         ece=f"{RUN}/calibration/ece.json",
         reliability=f"{RUN}/calibration/reliability.csv",
     params:
-        cfg=section_hash("calibration"),
-    localrule: is_local("ccece")
+        cfg=trigger("ccece"),
     resources:
         **rule_resources("ccece"),
     log:
         f"{RUN}/logs/ccece.log",
     shell:
-        stage("ccece") + " --detections {input.detections} --gt {input.gt} --out {output.ccece}"
-        " --ece-json {output.ece} --reliability {output.reliability} > {log} 2>&1"
+        stage("ccece") + " --detections {input.detections:q} --gt {input.gt:q} --out {output.ccece:q}"
+        " --ece-json {output.ece:q} --reliability {output.reliability:q} > {log:q} 2>&1"

@@ -1,35 +1,48 @@
 # Paths and helpers shared by all rules: the one place that knows the layout of results/<run>/.
-import hashlib
-import os
+# Every stage reads the config file its rule names (input `config`); the rule's rerun trigger
+# (params `cfg`) is the hash of exactly the keys the stage declares (stages/pipeline/declared.py).
 import json
+import shlex
 import sys
 from pathlib import Path
 
-import yaml
+from stages.pipeline.declared import declared_hash
+from stages.pipeline.experiments import (
+    chosen_teacher,
+    experiments,
+    fraction_dataset,
+    merged_config,
+    student_grid,
+    sweep_experiments,
+    teacher_grid,
+)
+from stages.pipeline.registries import check_registered
+from stages.utils.config import write_config
+
+check_registered(config)
 
 RUN = f"{config['results_dir']}/{config['run']}"
-PYTHON = sys.executable
 RESOLVED_CONFIG = f"{RUN}/config.yaml"
+EXP = f"{RUN}/experiments"
+EXPERIMENTS = experiments(config)
+
+# Light rules run on the submitting machine, not as Slurm jobs (the localrules directive, with the
+# names from the config).
+workflow.localrules(*config["resources"]["local_rules"])
 
 
-def _write_resolved_config():
-    """The validated config (defaults filled) that every stage CLI reads; rewritten only on change."""
-    text = yaml.safe_dump(config, sort_keys=True)
-    path = Path(RESOLVED_CONFIG)
-    if not path.exists() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+def stage(name):
+    """A rule's command: python -m stages.<name> with the config file of its `config` input."""
+    return f"{shlex.quote(sys.executable)} -m stages.{name} --config {{input.config:q}}"
 
 
-_write_resolved_config()
+def trigger(name, overlay=None):
+    """Rerun trigger of a rule running stage `name` (under an experiment's overlay)."""
+    return declared_hash(merged_config(config, overlay) if overlay else config, name)
 
 
-def section_hash(*keys):
-    """Rerun trigger: a rule's params carry the hash of the config sections it depends on."""
-    payload = json.dumps({k: config.get(k) for k in keys}, sort_keys=True, default=str)
-    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+def experiment_trigger(name):
+    return lambda w: trigger(name, EXPERIMENTS[w.experiment].overlay)
 
 
 def rule_resources(name):
@@ -37,15 +50,6 @@ def rule_resources(name):
     res = dict(config["resources"]["default"])
     res.update(config["resources"]["rules"].get(name, {}))
     return res
-
-
-def is_local(name):
-    """Light rules run on the submitting machine, not as Slurm jobs (resources.local_rules)."""
-    return name in config["resources"]["local_rules"]
-
-
-def stage(name):
-    return f"{PYTHON} -m stages.{name} --config {RESOLVED_CONFIG}"
 
 
 def machines(phase):
@@ -64,14 +68,14 @@ def training_resources(name, phase):
 
 def training_stage(name, phase, rule):
     """stage(name), started once per node under srun when the phase spans several machines:
-    each node's task launches distributed.processes_per_machine processes (stages.distributed),
+    each node's task launches distributed.processes_per_machine processes (stages.modeling.distributed),
     with the job's CPUs and the rule's GPUs of its node."""
     n = machines(phase)
     if n == 1:
         return stage(name)
     gres = rule_resources(rule).get("gres")
     srun = (f"srun --nodes={n} --ntasks={n} --ntasks-per-node=1 --kill-on-bad-exit=1"
-            + " --cpus-per-task=${{SLURM_CPUS_PER_TASK:-1}}" + (f" --gres={gres}" if gres else ""))
+            + " --cpus-per-task=${{SLURM_CPUS_PER_TASK:-1}}" + (f" --gres={shlex.quote(str(gres))}" if gres else ""))
     return f"{srun} {stage(name)}"
 
 
@@ -80,43 +84,28 @@ DATA = f"{RUN}/data"
 TRAIN_JSON = f"{DATA}/train.json"
 VAL_JSON = f"{DATA}/val.json"
 POOL_JSON = f"{DATA}/pool.json"
+HOLDOUT_JSON = f"{RUN}/split/holdout15.json"
 IMAGE_ROOT = f"{DATA}/images" if MINILVIS else config["dataset"]["image_root"]
 TEACHER_SPLIT = "full" if config["teacher"]["retrain_full"] else "train85"
 
 
-def teacher_train_json(split):
-    return TRAIN_JSON if split == "full" else f"{RUN}/split/train85.json"
+def dataset_json(dataset):
+    """The labeled json a teacher trains on: train85, full, or a fraction of full (Fig. 2)."""
+    return {"train85": f"{RUN}/split/train85.json", "full": TRAIN_JSON}.get(dataset, f"{EXP}/data/{dataset}.json")
 
 
-def prototypes_dir(split):
-    # The contract's prototypes/ holds the train85 teacher's; a retrained full teacher has its own.
-    return f"{RUN}/prototypes" if split == "train85" else f"{RUN}/prototypes/full"
+def prototypes_dir(dataset):
+    # The contract's prototypes/ holds train85's; the full train set and the fractions have their own.
+    return {"train85": f"{RUN}/prototypes", "full": f"{RUN}/prototypes/full"}.get(dataset, f"{EXP}/prototypes/{dataset}")
 
 
-EXP = f"{RUN}/experiments"
+def evalset_json(evalset):
+    return {"val": VAL_JSON, "holdout15": HOLDOUT_JSON}[evalset]
 
 
-def experiment_name(trainset, fraction, smoothing, eps, gamma):
-    return f"teacher_{trainset}_frac{float(fraction):g}_{smoothing}_eps{float(eps):g}_gamma{float(gamma):g}"
-
-
-def student_experiment_name(variant, lam, weight):
-    return f"student_{variant}_lam{float(lam):g}_w{float(weight):g}"
-
-
-def student_hyperparams(wildcards=None):
-    """lambda and unlabeled weight of the main-line students: tuned on holdout15 or from the config."""
-    if config["student"]["use_tuned"]:
-        with open(checkpoints.tune_student.get().output.choice) as fh:
-            choice = json.load(fh)
-        return f"--lam {choice['lambda']} --unlabeled-weight {choice['unlabeled_weight']}"
-    return ""
-
-
-def _tuned_teacher(trainset):
+def _tuned_teacher(dataset):
     with open(checkpoints.tune_teacher.get().output.choice) as fh:
-        choice = json.load(fh)
-    return f"{EXP}/{experiment_name(trainset, 1.0, 'similarity', choice['eps'], choice['gamma'])}/model_final.pth"
+        return f"{EXP}/{chosen_teacher(config, json.load(fh), dataset).name}/model_final.pth"
 
 
 def holdout_teacher_weights(wildcards=None):
@@ -135,6 +124,9 @@ def final_teacher_weights(wildcards=None):
     return f"{RUN}/teacher/full/model_final.pth"
 
 
+# The main-line students read the run's config, or with student.use_tuned its tuned copy.
+STUDENT_CONFIG = f"{RUN}/tuning/student_config.yaml" if config["student"]["use_tuned"] else RESOLVED_CONFIG
+
 MODELS = ["teacher"] + [f"student_{v}" for v in config["student"]["variants"]]
 
 
@@ -148,3 +140,16 @@ def report_outputs():
     return [f"{RUN}/report/table1.md", f"{RUN}/report/table1.csv", f"{RUN}/report/fig3_reliability.png",
             f"{RUN}/report/fig4_per_class_ap.png", f"{RUN}/report/fig3_reliability.csv",
             f"{RUN}/report/fig4_per_class_ap.csv"]
+
+
+rule resolved_config:
+    """The validated config with its defaults: the file every stage of the main line reads. A
+    change of it reruns only the stages whose declared keys changed (their inputs take it as
+    ancient, their params carry the trigger)."""
+    output:
+        RESOLVED_CONFIG,
+    params:
+        config=config,
+    localrule: True
+    run:
+        write_config(params.config, output[0])

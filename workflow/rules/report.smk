@@ -3,6 +3,7 @@
 
 rule report:
     input:
+        config=ancient(RESOLVED_CONFIG),
         metrics=expand(f"{RUN}/eval/{{model}}/metrics.json", model=MODELS),
         per_class=expand(f"{RUN}/eval/{{model}}/per_class_ap.csv", model=MODELS),
         reliability=expand(f"{RUN}/eval/{{model}}/reliability.csv", model=MODELS),
@@ -17,14 +18,14 @@ rule report:
         fig3_data=report(f"{RUN}/report/fig3_reliability.csv", category="Figure data", caption="../report/fig3.rst"),
         fig4_data=report(f"{RUN}/report/fig4_per_class_ap.csv", category="Figure data", caption="../report/fig4.rst"),
     params:
+        cfg=trigger("report"),
         models=MODELS,
         eval_dir=f"{RUN}/eval",
-    localrule: is_local("report")
+        out_dir=f"{RUN}/report",
     resources:
         **rule_resources("report"),
     log:
         f"{RUN}/logs/report.log",
     shell:
-        stage("report") + " --eval-dir {params.eval_dir} --models {params.models} --categories {input.categories}"
-        " --dedup {input.dedup} --holdout-ece {input.ece} --out-dir $(dirname {output.table_md}) > {log} 2>&1"
-
+        stage("report") + " --eval-dir {params.eval_dir:q} --models {params.models:q} --categories {input.categories:q}"
+        " --dedup {input.dedup:q} --holdout-ece {input.ece:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

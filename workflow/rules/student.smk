@@ -3,28 +3,27 @@
 
 rule train_student:
     input:
-        labeled=teacher_train_json(TEACHER_SPLIT),
+        config=ancient(STUDENT_CONFIG),
+        labeled=dataset_json(TEACHER_SPLIT),
         unlabeled=f"{RUN}/retrieval/unlabeled.json",
         teacher=final_teacher_weights,
         ccece=f"{RUN}/calibration/ccece.parquet",
-        # the tuned lambda / unlabeled weight (a checkpoint's output, read by params.hyperparams)
-        tuned=lambda w: [f"{RUN}/tuning/student_choice.json"] if config["student"]["use_tuned"] else [],
     output:
         f"{RUN}/student/{{variant}}/model_final.pth",
     wildcard_constraints:
-        variant="onehot|soft|soft_corrected",
+        variant="|".join(config["student"]["variants"]),
     params:
-        cfg=section_hash("model", "student", "seed", "device"),
+        cfg=trigger("train_student"),
+        variant=lambda w: w.variant,
         root=IMAGE_ROOT,
-        checkpoints=lambda w: f"{RUN}/student/{w.variant}/checkpoints",
-        hyperparams=student_hyperparams,
+        checkpoints=lambda w, output: str(Path(output[0]).parent / "checkpoints"),
     threads: config["num_threads"]
-    localrule: is_local("train_student")
     resources:
         **training_resources("train_student", "student"),
     log:
         f"{RUN}/logs/train_student_{{variant}}.log",
     shell:
-        training_stage("train_student", "student", "train_student") + " --variant {wildcards.variant} --labeled-json {input.labeled}"
-        " --unlabeled-json {input.unlabeled} --image-root {params.root} --teacher {input.teacher}"
-        " --ccece {input.ccece} {params.hyperparams} --out {output} --checkpoint-dir {params.checkpoints} > {log} 2>&1"
+        training_stage("train_student", "student", "train_student") + " --variant {params.variant:q}"
+        " --labeled-json {input.labeled:q} --unlabeled-json {input.unlabeled:q} --image-root {params.root:q}"
+        " --teacher {input.teacher:q} --ccece {input.ccece:q} --out {output:q}"
+        " --checkpoint-dir {params.checkpoints:q} > {log:q} 2>&1"

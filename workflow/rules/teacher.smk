@@ -3,28 +3,29 @@
 
 rule prototypes:
     input:
-        lambda w: teacher_train_json("full" if w.suffix else "train85"),
+        config=ancient(RESOLVED_CONFIG),
+        train=lambda w: dataset_json("full" if w.suffix else "train85"),
     output:
         categories=f"{RUN}/prototypes{{suffix}}/categories.parquet",
         prototypes=f"{RUN}/prototypes{{suffix}}/prototypes.npy",
     wildcard_constraints:
         suffix="|/full",
     params:
-        cfg=section_hash("model", "device"),
+        cfg=trigger("prototypes"),
         root=IMAGE_ROOT,
     threads: config["num_threads"]
-    localrule: is_local("prototypes")
     resources:
         **rule_resources("prototypes"),
     log:
         f"{RUN}/logs/prototypes{{suffix}}.log",
     shell:
-        stage("prototypes") + " --train-json {input} --image-root {params.root}"
-        " --out-categories {output.categories} --out-prototypes {output.prototypes} > {log} 2>&1"
+        stage("prototypes") + " --train-json {input.train:q} --image-root {params.root:q}"
+        " --out-categories {output.categories:q} --out-prototypes {output.prototypes:q} > {log:q} 2>&1"
 
 
 rule similarity:
     input:
+        config=ancient(RESOLVED_CONFIG),
         categories=f"{RUN}/prototypes{{suffix}}/categories.parquet",
         prototypes=f"{RUN}/prototypes{{suffix}}/prototypes.npy",
     output:
@@ -32,35 +33,35 @@ rule similarity:
     wildcard_constraints:
         suffix="|/full",
     params:
-        cfg=section_hash("teacher"),
-    localrule: is_local("similarity")
+        cfg=trigger("similarity"),
     resources:
         **rule_resources("similarity"),
     log:
         f"{RUN}/logs/similarity{{suffix}}.log",
     shell:
-        stage("similarity") + " --prototypes {input.prototypes} --categories {input.categories}"
-        " --out {output} > {log} 2>&1"
+        stage("similarity") + " --prototypes {input.prototypes:q} --categories {input.categories:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule train_teacher:
     input:
-        train=lambda w: teacher_train_json(w.split),
+        config=ancient(RESOLVED_CONFIG),
+        train=lambda w: dataset_json(w.split),
         similarity=lambda w: f"{prototypes_dir(w.split)}/similarity.npy",
     output:
         f"{RUN}/teacher/{{split}}/model_final.pth",
     wildcard_constraints:
         split="train85|full",
     params:
-        cfg=section_hash("model", "teacher", "seed", "device"),
+        cfg=trigger("train_teacher"),
         root=IMAGE_ROOT,
-        checkpoints=lambda w: f"{RUN}/teacher/{w.split}/checkpoints",
+        checkpoints=lambda w, output: str(Path(output[0]).parent / "checkpoints"),
     threads: config["num_threads"]
-    localrule: is_local("train_teacher")
     resources:
         **training_resources("train_teacher", "teacher"),
     log:
         f"{RUN}/logs/train_teacher_{{split}}.log",
     shell:
-        training_stage("train_teacher", "teacher", "train_teacher") + " --train-json {input.train} --image-root {params.root}"
-        " --similarity {input.similarity} --out {output} --checkpoint-dir {params.checkpoints} > {log} 2>&1"
+        training_stage("train_teacher", "teacher", "train_teacher") + " --train-json {input.train:q}"
+        " --image-root {params.root:q} --similarity {input.similarity:q} --out {output:q}"
+        " --checkpoint-dir {params.checkpoints:q} > {log:q} 2>&1"

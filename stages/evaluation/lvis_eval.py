@@ -15,13 +15,15 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from stages.compat import ensure_numpy_aliases
+from stages.core.registry import Registry
+from stages.utils.compat import ensure_numpy_aliases
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 
@@ -84,20 +86,35 @@ def run_lvis_eval(gt_json: str | Path, detections: list[dict[str, Any]], iou_typ
     return evaluator
 
 
+# The evaluators of ``evaluation.evaluator``: fn(gt_json, gt, detections, iou_type, max_dets) -> a run
+# evaluation with ``.results``, ``.eval["precision"]`` and ``.params``.
+EVALUATORS: Registry[Callable[..., Any]] = Registry("evaluation.evaluator")
+
+
+@EVALUATORS.register("lvis")
+def _official(gt_json: str | Path, gt: dict[str, Any] | None, detections: list[dict[str, Any]], iou_type: str,
+              max_dets: int):
+    """The official LVISEval: the reference."""
+    return run_lvis_eval(gt_json, detections, iou_type, max_dets)
+
+
+@EVALUATORS.register("fast")
+def _fast(gt_json: str | Path, gt: dict[str, Any] | None, detections: list[dict[str, Any]], iou_type: str,
+          max_dets: int):
+    """stages.evaluation.fast_lvis_eval: LVISEval's numbers (tested against it), 14-38x faster
+    (benchmarks/lvis_eval.md)."""
+    from stages.data.lvis import load_lvis
+    from stages.evaluation.fast_lvis_eval import fast_lvis_eval
+
+    _check_fields(detections, iou_type)  # up front, as run_lvis_eval does (the fast path reads masks lazily)
+    return fast_lvis_eval(gt if gt is not None else load_lvis(gt_json), detections, iou_type, max_dets)
+
+
 def evaluate_lvis(gt_json: str | Path, detections: list[dict[str, Any]], iou_type: str, max_dets: int = 300,
                   evaluator: str = "fast", gt: dict[str, Any] | None = None):
-    """A run evaluation (``.results``, ``.eval["precision"]``, ``.params``) by ``evaluation.evaluator``:
-    ``fast`` (stages.fast_lvis_eval: LVISEval's numbers, tested against it; measured 38x faster on
-    bbox and 14x on segm, benchmarks/lvis_eval.md) or ``lvis`` (the official LVISEval, the reference)."""
-    if evaluator == "lvis":
-        return run_lvis_eval(gt_json, detections, iou_type, max_dets)
-    if evaluator == "fast":
-        from stages.fast_lvis_eval import fast_lvis_eval
-        from stages.lvis_data import load_lvis
-
-        _check_fields(detections, iou_type)  # up front, as run_lvis_eval does (the fast path reads masks lazily)
-        return fast_lvis_eval(gt if gt is not None else load_lvis(gt_json), detections, iou_type, max_dets)
-    raise ValueError(f"evaluation.evaluator must be 'fast' or 'lvis', found {evaluator!r}")
+    """A run evaluation by the registered ``evaluator`` (``evaluation.evaluator``); ``gt``: the
+    already loaded json at ``gt_json``, if the caller has it."""
+    return EVALUATORS.get(evaluator)(gt_json, gt, detections, iou_type, max_dets)
 
 
 def summary_metrics(evaluator) -> dict[str, float]:
@@ -107,12 +124,6 @@ def summary_metrics(evaluator) -> dict[str, float]:
         value = float(evaluator.results[key])
         out[key] = math.nan if value < 0 else 100.0 * value
     return out
-
-
-def lvis_metrics(gt_json: str | Path, detections: list[dict[str, Any]], iou_type: str, max_dets: int = 300) -> dict[str, float]:
-    """AP, AP50, AP75, APs, APm, APl, APr, APc, APf (0-100) of ``detections`` on the LVIS json at
-    ``gt_json``; NaN for a group without ground truth. ``iou_type``: 'segm' or 'bbox'."""
-    return summary_metrics(run_lvis_eval(gt_json, detections, iou_type, max_dets))
 
 
 def per_class_ap(evaluator, categories: list[dict[str, Any]] | None = None) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Dataset mappers and per-split statistics for the detector (teacher and student)."""
+"""Dataset mappers, augmentations and per-split statistics for the detector (teacher and student)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,19 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from stages.training import strong_photometric, weak_augmentations
+
+def weak_augmentations(min_size: int, max_size: int) -> list[T.Augmentation]:
+    return [T.ResizeShortestEdge((min_size,), max_size, sample_style="choice"), T.RandomFlip(horizontal=True)]
+
+
+def strong_photometric() -> list[T.Augmentation]:
+    """Colour jitter applied on top of the weak view (geometry unchanged, so boxes carry over)."""
+    return [
+        T.RandomBrightness(0.6, 1.4),
+        T.RandomContrast(0.6, 1.4),
+        T.RandomSaturation(0.5, 1.5),
+        T.RandomLighting(0.5),
+    ]
 
 
 def train_mapper(config: dict[str, Any]) -> DatasetMapper:

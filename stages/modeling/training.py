@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import transforms as T
 from detectron2.data.samplers import RepeatFactorTrainingSampler
 from detectron2.engine import hooks
 from detectron2.engine.train_loop import SimpleTrainer
@@ -31,9 +30,9 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.utils.logger import setup_logger
 
-from stages.atomic import atomic_path, prepare_signed_dir
+from stages.utils.atomic import atomic_path, prepare_signed_dir
 
-logger = logging.getLogger("stages.training")
+logger = logging.getLogger("stages.modeling.training")
 
 
 def setup_logging(output_dir: str | Path | None = None) -> None:
@@ -68,18 +67,8 @@ def sampling_weights(dataset_dicts: Sequence[dict], repeat_threshold: float) -> 
     return factors / factors.sum()
 
 
-def weak_augmentations(min_size: int, max_size: int) -> list[T.Augmentation]:
-    return [T.ResizeShortestEdge((min_size,), max_size, sample_style="choice"), T.RandomFlip(horizontal=True)]
 
 
-def strong_photometric() -> list[T.Augmentation]:
-    """Colour jitter applied on top of the weak view (geometry unchanged, so boxes carry over)."""
-    return [
-        T.RandomBrightness(0.6, 1.4),
-        T.RandomContrast(0.6, 1.4),
-        T.RandomSaturation(0.5, 1.5),
-        T.RandomLighting(0.5),
-    ]
 
 
 class IterationBatches(torch.utils.data.Dataset):
@@ -207,13 +196,13 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
 class SeededTrainer(SimpleTrainer):
     """SimpleTrainer that reseeds model-side randomness per iteration and rejects non-finite losses.
 
-    ``loss_fn(batch, iteration)`` returns the loss dict of one step; the teacher's is the model
+    ``loss_fn(batch)`` returns the loss dict of one step; the teacher's is the model
     itself, the student's adds pseudo-labelling. Gradients are zeroed before ``loss_fn`` so that it
     may backpropagate a part of the loss itself (the student does, for DDP's gradient accumulation).
     """
 
     def __init__(self, model: torch.nn.Module, data_loader, optimizer, seed: int,
-                 loss_fn: Callable[[Any, int], dict[str, torch.Tensor]]):
+                 loss_fn: Callable[[Any], dict[str, torch.Tensor]]):
         super().__init__(model, data_loader, optimizer)
         self.seed = seed
         self.loss_fn = loss_fn
@@ -223,7 +212,7 @@ class SeededTrainer(SimpleTrainer):
         data = next(self._data_loader_iter)
         seed_everything(self.seed, self.iter, stream=1 + comm.get_rank())
         self.optimizer.zero_grad()
-        loss_dict = self.loss_fn(data, self.iter)
+        loss_dict = self.loss_fn(data)
         losses = sum(loss_dict.values())
         if not torch.isfinite(losses):
             bad = {k: float(v.detach()) for k, v in loss_dict.items() if not torch.isfinite(v)}
@@ -236,7 +225,7 @@ class SeededTrainer(SimpleTrainer):
 
 def train(model: torch.nn.Module, cfg, dataset: torch.utils.data.Dataset | Callable[[int], torch.utils.data.Dataset],
           checkpoint_dir: Path, final_path: Path, seed: int, workers: int,
-          loss_factory: Callable[[torch.nn.Module], Callable[[Any, int], dict[str, torch.Tensor]]] | None = None,
+          loss_factory: Callable[[torch.nn.Module], Callable[[Any], dict[str, torch.Tensor]]] | None = None,
           extra_checkpointables: dict[str, Any] | None = None,
           extra_hooks: list[hooks.HookBase] | None = None) -> None:
     """Train ``model`` for cfg.SOLVER.MAX_ITER iterations, resuming from ``checkpoint_dir``.
@@ -258,7 +247,7 @@ def train(model: torch.nn.Module, cfg, dataset: torch.utils.data.Dataset | Calla
         logger.info("resuming from %s at iteration %d", checkpointer.get_checkpoint_file(), start_iter)
     loader = iteration_loader(dataset(start_iter), workers)
     trained = wrap_distributed(model)
-    loss_fn = loss_factory(trained) if loss_factory else (lambda batch, _: trained(batch))
+    loss_fn = loss_factory(trained) if loss_factory else trained
     trainer = SeededTrainer(trained, loader, optimizer, seed, loss_fn)
     trainer.register_hooks([
         hooks.IterationTimer(),

@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pycocotools.mask as mask_util
 
-FREQUENCIES = ("r", "c", "f")
+from stages.core.calibration import FREQUENCIES
+
 DUPLICATE_ANNOTATION = "duplicate annotation id"  # the one annotation problem that keeps a copy (the first)
 
 
@@ -158,6 +161,16 @@ def load_lvis(path: str | Path, *, require_annotations: bool = True) -> dict[str
     return data
 
 
+def segmentation_rle(seg: Any, height: int, width: int) -> dict:
+    """An LVIS segmentation (polygons, uncompressed or compressed RLE) as compressed RLE, as
+    LVIS.ann_to_rle makes it: polygons merged into one mask."""
+    if isinstance(seg, list):
+        return mask_util.merge(mask_util.frPyObjects(seg, height, width))
+    if isinstance(seg["counts"], list):
+        return mask_util.frPyObjects(seg, height, width)
+    return seg
+
+
 def category_order(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Categories in the pipeline's order (sorted by id)."""
     return sorted(data["categories"], key=lambda c: c["id"])
@@ -172,6 +185,18 @@ def image_path(image: dict[str, Any], image_root: str | Path) -> Path:
     if "file_name" in image:
         return Path(image_root) / image["file_name"]
     return Path(image_root).joinpath(*image["coco_url"].split("/")[-2:])
+
+
+def categories_frame(data: dict[str, Any]) -> pd.DataFrame:
+    """The contract's categories.parquet: index, category_id, name, frequency, instance_count."""
+    cats = category_order(data)
+    return pd.DataFrame({
+        "index": np.arange(len(cats), dtype=np.int64),
+        "category_id": [c["id"] for c in cats],
+        "name": [c["name"] for c in cats],
+        "frequency": [c["frequency"] for c in cats],
+        "instance_count": instance_counts(data),
+    })
 
 
 def instance_counts(data: dict[str, Any]) -> np.ndarray:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_util
 
-from stages.calibration import segmentation_rle
+from stages.data.lvis import segmentation_rle
 
 # Exactly LVISEval's Params (np.linspace, not arange: the recall points are compared bit for bit).
 IOU_THRS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -431,7 +431,7 @@ def fast_lvis_eval(gt: dict[str, Any], detections: Sequence[dict[str, Any]], iou
     ``gt``: the loaded LVIS json (images with neg_category_ids / not_exhaustive_category_ids,
     annotations, categories with 'frequency'). ``detections``: LVIS result dicts (image_id,
     category_id, score, bbox [x, y, w, h], segmentation RLE for segm; a parquet table is read with
-    ``stages.detections_io.read_detections``). ``iou_type``: 'bbox' or 'segm'. Neither input is modified.
+    ``stages.data.detections.read_detections``). ``iou_type``: 'bbox' or 'segm'. Neither input is modified.
     An empty detection list gives what LVISEval gives when nothing matches (0 where there is gt).
     """
     if iou_type not in ("bbox", "segm"):

@@ -29,8 +29,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from stages.atomic import read_npy, write_npy, write_parquet
-from stages.weights import PACKAGED, load_checkpoint_state, load_state_dict_by_position, resolve_weights
+from stages.utils.atomic import read_npy, write_npy, write_parquet
+from stages.utils.weights import PACKAGED, load_checkpoint_state, load_state_dict_by_position, resolve_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

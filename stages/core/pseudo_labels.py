@@ -1,0 +1,89 @@
+"""Eq. (5): the student's targets from the teacher's class vectors, one registered kind per student
+variant (the rows of Table 1).
+
+The student's target from a teacher probability vector y is y + lambda * Delta, clipped to
+[0, 1] (renormalised to a distribution for the softmax loss). Variants (``student.variants``):
+
+* ``onehot``: one-hot on the detected class.
+* ``soft``: the teacher's class vector y.
+* ``soft_corrected``: y + lambda * Delta (eq. 5).
+
+The selection of pseudo-labels (threshold, NMS) and the detectron2 side live in
+stages.modeling.student. A new variant is one decorated function here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from stages.core.registry import Registry
+
+# (class_scores (N, C), classes (N,), delta (C,), lambda) -> targets (N, C) in [0, 1]
+TargetsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StudentVariant:
+    """``targets``: the pseudo-label targets; ``uses_delta``: whether Delta (CCECE) enters them, and so
+    whether selection on the corrected score differs from the teacher's score."""
+
+    targets: TargetsFn
+    uses_delta: bool = False
+
+
+STUDENT_VARIANTS: Registry[StudentVariant] = Registry("student.variants")
+
+
+def student_variant(name: str, *, uses_delta: bool = False) -> Callable[[TargetsFn], TargetsFn]:
+    """Register ``fn(class_scores, classes, delta, lam)`` as the student variant ``name``."""
+
+    def decorator(fn: TargetsFn) -> TargetsFn:
+        STUDENT_VARIANTS.register(name)(StudentVariant(fn, uses_delta))
+        return fn
+
+    return decorator
+
+
+def corrected_scores(class_scores: torch.Tensor, delta: torch.Tensor, lam: float) -> torch.Tensor:
+    """Eq. (5): clip(y + lambda * Delta, 0, 1) for (N, C) teacher vectors and (C,) Delta."""
+    return (class_scores + lam * delta.to(class_scores).view(1, -1)).clamp_(0.0, 1.0)
+
+
+@student_variant("onehot")
+def onehot_targets(class_scores: torch.Tensor, classes: torch.Tensor, delta: torch.Tensor, lam: float) -> torch.Tensor:
+    targets = torch.zeros_like(class_scores)
+    targets[torch.arange(classes.shape[0], device=classes.device), classes] = 1.0
+    return targets
+
+
+@student_variant("soft")
+def soft_targets(class_scores: torch.Tensor, classes: torch.Tensor, delta: torch.Tensor, lam: float) -> torch.Tensor:
+    return class_scores
+
+
+@student_variant("soft_corrected", uses_delta=True)
+def soft_corrected_targets(class_scores: torch.Tensor, classes: torch.Tensor, delta: torch.Tensor,
+                           lam: float) -> torch.Tensor:
+    return corrected_scores(class_scores, delta, lam)
+
+
+def pseudo_label_targets(class_scores: torch.Tensor, classes: torch.Tensor, delta: torch.Tensor, lam: float,
+                         variant: str, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets (N, C), score of each detection's class used for filtering) for a variant.
+
+    The filtering score is the corrected score for a variant that uses Delta, else the teacher's.
+    """
+    kind = STUDENT_VARIANTS.get(variant)
+    rows = torch.arange(classes.shape[0], device=classes.device)
+    targets = kind.targets(class_scores, classes, delta, lam)
+    scores = (targets if kind.uses_delta else class_scores)[rows, classes]
+    if loss == "softmax":
+        # A distribution is needed; an all-zero row (everything clipped) falls back to one-hot.
+        sums = targets.sum(dim=1, keepdim=True)
+        onehot = torch.zeros_like(targets)
+        onehot[rows, classes] = 1.0
+        targets = torch.where(sums > 0, targets / sums.clamp_min(1e-12), onehot)
+    return targets, scores

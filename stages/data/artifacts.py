@@ -1,0 +1,101 @@
+"""The pipeline's own artifacts, read and checked against their contracts (docs/design.md).
+
+Every stage that reads one of these files reads it through this module, so a broken artifact stops
+the reader with the file's name and the rule it breaks, instead of training on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stages.utils.atomic import read_npy
+
+ROW_SUM_TOLERANCE = 1e-4  # float32 rows of S' sum to 1 up to rounding
+
+
+class ArtifactError(ValueError):
+    """An artifact breaks its contract; the message names the file and the rule."""
+
+
+def _finite_rows(array: np.ndarray, path: Path | str, what: str) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        rows = np.unique(np.argwhere(bad)[:, 0])[:10].tolist()
+        raise ArtifactError(f"{path}: {what} must be finite; NaN or inf in rows {rows}")
+
+
+def read_similarity(path: Path | str, num_classes: int) -> np.ndarray:
+    """S' of eq. (2): float (C, C), finite, entries in [0, 1], every row summing to 1."""
+    matrix = read_npy(path)
+    if matrix.shape != (num_classes, num_classes):
+        raise ArtifactError(f"{path}: similarity must be ({num_classes}, {num_classes}) for {num_classes} "
+                            f"categories, found shape {matrix.shape}")
+    _finite_rows(matrix, path, "similarity")
+    if matrix.min() < 0 or matrix.max() > 1:
+        raise ArtifactError(f"{path}: similarity entries must lie in [0, 1], found [{matrix.min():.4g}, {matrix.max():.4g}]")
+    sums = matrix.sum(axis=1, dtype=np.float64)
+    off = np.flatnonzero(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)
+    if off.size:
+        raise ArtifactError(f"{path}: every similarity row must sum to 1; rows {off[:10].tolist()} sum to "
+                            f"{np.round(sums[off[:10]], 4).tolist()}")
+    return matrix
+
+
+def read_prototypes(path: Path | str, num_classes: int) -> np.ndarray:
+    """Eq. (1) prototypes: float (C, D), finite."""
+    protos = read_npy(path)
+    if protos.ndim != 2 or protos.shape[0] != num_classes:
+        raise ArtifactError(f"{path}: prototypes must be (C, D) with C = {num_classes} categories, found {protos.shape}")
+    _finite_rows(protos, path, "prototypes")
+    return protos
+
+
+def read_categories(path: Path | str) -> pd.DataFrame:
+    """categories.parquet: index 0..C-1, category_id increasing, frequency r/c/f, instance_count >= 0."""
+    frame = pd.read_parquet(path)
+    missing = [c for c in ("index", "category_id", "name", "frequency", "instance_count") if c not in frame.columns]
+    if missing:
+        raise ArtifactError(f"{path}: missing columns {missing}")
+    if not np.array_equal(frame["index"].to_numpy(), np.arange(len(frame))):
+        raise ArtifactError(f"{path}: column 'index' must be 0..{len(frame) - 1} in order")
+    if not frame["category_id"].is_monotonic_increasing or frame["category_id"].duplicated().any():
+        raise ArtifactError(f"{path}: category ids must be distinct and increasing (the category order)")
+    if (frame["instance_count"] < 0).any():
+        raise ArtifactError(f"{path}: instance_count must be >= 0")
+    return frame
+
+
+CCECE_COLUMNS = ("category_id", "name", "frequency", "n_detections", "accuracy", "confidence", "ccece")
+
+
+def read_ccece(path: Path | str, categories: list[dict[str, Any]]) -> pd.DataFrame:
+    """ccece.parquet: the contract's columns, one row per category of ``categories`` (in their order),
+    finite CCECE values in [-1, 1]."""
+    frame = pd.read_parquet(path)
+    missing = [c for c in CCECE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ArtifactError(f"{path}: missing columns {missing}")
+    ids = [c["id"] for c in categories]
+    if frame["category_id"].duplicated().any():
+        raise ArtifactError(f"{path}: more than one row for categories "
+                            f"{frame.loc[frame['category_id'].duplicated(), 'category_id'].tolist()[:10]}")
+    absent = sorted(set(ids) - set(frame["category_id"]))
+    if absent:
+        raise ArtifactError(f"{path}: no row for categories {absent[:10]}")
+    frame = frame.set_index("category_id").loc[ids].reset_index()
+    values = frame["ccece"].to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        bad = frame.loc[~np.isfinite(values), "category_id"].tolist()
+        raise ArtifactError(f"{path}: CCECE must be finite; NaN or inf for categories {bad[:10]}")
+    if np.abs(values).max(initial=0.0) > 1:
+        raise ArtifactError(f"{path}: CCECE is a difference of probabilities and must lie in [-1, 1]")
+    return frame
+
+
+def read_delta(path: Path | str, categories: list[dict[str, Any]]) -> np.ndarray:
+    """The Delta vector of eq. (5), float32 in category order."""
+    return read_ccece(path, categories)["ccece"].to_numpy(dtype=np.float32)

@@ -1,0 +1,68 @@
+"""One model's detections evaluated: LVIS segm + bbox metrics, ECE, reliability, per-class AP.
+
+metrics.json (the contract in docs/design.md): {"segm": {AP, AP50, AP75, APs, APm, APl, APr, APc, APf},
+"bbox": {...}, "ece": float, "ece_per_frequency": {"r", "c", "f"}, "n_detections": int,
+"n_judged": int, "n_cut": int}; AP on the 0-100 scale, null where a group has no ground truth.
+The ECE judges the detections on the val ground truth with the `calibration` rule of the config
+(IoU type and threshold) and `evaluation.ece_bins` bins. per_class_ap.csv is the mask AP per
+class (0-1 scale); reliability.csv the ECE's per-bin table. AP comes from `evaluation.evaluator`:
+the vectorised evaluator (same numbers as LVISEval) or LVISEval itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stages.core.calibration import ece_per_frequency, expected_calibration_error, reliability_table
+from stages.data.lvis import load_lvis
+from stages.evaluation.judging import judge_detections
+from stages.evaluation.lvis_eval import evaluate_lvis, per_class_ap, summary_metrics
+
+
+def top_detections(detections: list[dict[str, Any]], max_per_image: int) -> tuple[list[dict[str, Any]], int]:
+    """At most ``max_per_image`` highest-scoring detections per image, and how many were cut."""
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    for det in detections:
+        by_image[det["image_id"]].append(det)
+    kept, cut = [], 0
+    for dets in by_image.values():
+        dets.sort(key=lambda d: -d["score"])
+        kept.extend(dets[:max_per_image])
+        cut += max(len(dets) - max_per_image, 0)
+    return kept, cut
+
+
+def json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
+    """NaN -> None: json has no NaN, and the atomic writer refuses it."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+
+
+def evaluate_detections(config: dict[str, Any], gt_path: Path, detections: list[dict[str, Any]]
+                        ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """metrics.json's content, the per-class AP frame and the reliability frame."""
+    evaluation, cal = config["evaluation"], config["calibration"]
+    max_dets, bins = evaluation["max_detections"], evaluation["ece_bins"]
+    gt = load_lvis(gt_path)
+    detections, cut = top_detections(detections, max_dets)
+    if cut:
+        print(f"evaluate: kept the top {max_dets} detections per image, cut {cut}")
+    segm_eval, bbox_eval = (evaluate_lvis(gt_path, detections, iou_type, max_dets, evaluation["evaluator"], gt)
+                            for iou_type in ("segm", "bbox"))
+    judged = judge_detections(detections, gt, cal["iou_type"], cal["iou_threshold"])
+    metrics: dict[str, Any] = {
+        "segm": json_safe(summary_metrics(segm_eval)),
+        "bbox": json_safe(summary_metrics(bbox_eval)),
+        "ece": expected_calibration_error(judged["score"], judged["correct"], bins),
+        "ece_per_frequency": ece_per_frequency(judged, gt["categories"], bins),
+        "n_detections": len(detections),
+        "n_judged": int(len(judged)),
+        "n_cut": cut,
+    }
+    per_class = per_class_ap(segm_eval, gt["categories"])
+    reliability = reliability_table(judged["score"], judged["correct"], bins)
+    return metrics, per_class, reliability

@@ -1,0 +1,97 @@
+"""The runs outside the main line, named and described once: the Fig. 2 sweep, the teacher and student
+tuning grids (on holdout15) and the seed repeats.
+
+An experiment is a config overlay (the keys it changes) plus the data it trains on. Its rules get a
+config file written from the run's config and the overlay (one way in for every parameter); its name
+is a key into this table, never parsed back into values.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """``kind``: teacher | student. ``dataset``: the labeled json it trains on (``train85``, ``full``
+    or ``full_frac<f>``). ``teacher``: a student's teacher (an experiment name; None: the main line's
+    train85 teacher). ``evalset``: val | holdout15."""
+
+    name: str
+    kind: str
+    dataset: str
+    overlay: dict[str, Any] = field(default_factory=dict)
+    variant: str | None = None
+    teacher: str | None = None
+    evalset: str = "val"
+
+
+def merged_config(config: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the overlay's values put in (nested dicts merged key by key)."""
+    merged = copy.deepcopy(config)
+
+    def put(target: dict[str, Any], changes: dict[str, Any]) -> None:
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                put(target[key], value)
+            else:
+                target[key] = copy.deepcopy(value)
+
+    put(merged, overlay)
+    return merged
+
+
+def fraction_dataset(fraction: float) -> str:
+    return f"full_frac{float(fraction):g}"
+
+
+def grid_values(config: dict[str, Any], grid_key: str, section: str, key: str) -> list:
+    """A tuning grid from ``tuning.<grid_key>``, or the configured value alone when it is empty."""
+    return list(config["tuning"][grid_key]) or [config[section][key]]
+
+
+def sweep_experiments(config: dict[str, Any]) -> list[Experiment]:
+    """Fig. 2: a teacher per smoothing kind and labeled fraction of the full train set, on val."""
+    return [Experiment(f"sweep_{kind}_frac{float(f):g}", "teacher", fraction_dataset(f), {"teacher": {"smoothing": kind}})
+            for kind in config["sweep"]["variants"] for f in config["sweep"]["fractions"]]
+
+
+def teacher_grid(config: dict[str, Any], dataset: str = "train85") -> list[Experiment]:
+    """The eps x gamma grid of ``teacher.smoothing`` (section 4.1): on train85, evaluated on holdout15;
+    on ``full`` for the retrained final teacher (only the chosen point is ever built)."""
+    evalset = "holdout15" if dataset == "train85" else "val"
+    return [Experiment(f"teacher_{dataset}_eps{float(e):g}_gamma{float(g):g}", "teacher", dataset,
+                       {"teacher": {"eps": e, "gamma": g}}, evalset=evalset)
+            for e in grid_values(config, "teacher_eps", "teacher", "eps")
+            for g in grid_values(config, "teacher_gamma", "teacher", "gamma")]
+
+
+def student_grid(config: dict[str, Any]) -> list[Experiment]:
+    """The lambda x unlabeled-weight grid of the corrected student, from the train85 teacher, on holdout15."""
+    return [Experiment(f"student_lam{float(lam):g}_w{float(w):g}", "student", "train85",
+                       {"student": {"lambda": lam, "unlabeled_weight": w}}, variant="soft_corrected",
+                       evalset="holdout15")
+            for lam in grid_values(config, "student_lambda", "student", "lambda")
+            for w in grid_values(config, "student_unlabeled_weight", "student", "unlabeled_weight")]
+
+
+def experiments(config: dict[str, Any]) -> dict[str, Experiment]:
+    """Every experiment of the config, by name."""
+    table: dict[str, Experiment] = {}
+    for exp in [*sweep_experiments(config), *teacher_grid(config, "train85"), *teacher_grid(config, "full"),
+                *student_grid(config)]:
+        if exp.name in table and table[exp.name] != exp:
+            raise ValueError(f"two experiments are named {exp.name!r}")
+        table[exp.name] = exp
+    return table
+
+
+def chosen_teacher(config: dict[str, Any], choice: dict[str, dict[str, float]], dataset: str) -> Experiment:
+    """The grid teacher on ``dataset`` at a tuning choice (the overlay written by stages.choose)."""
+    point = (float(choice["teacher"]["eps"]), float(choice["teacher"]["gamma"]))
+    for exp in teacher_grid(config, dataset):
+        if (float(exp.overlay["teacher"]["eps"]), float(exp.overlay["teacher"]["gamma"])) == point:
+            return exp
+    raise ValueError(f"the tuning choice {choice} is not a point of the teacher grid")

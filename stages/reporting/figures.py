@@ -1,0 +1,99 @@
+"""The paper's figures as matplotlib figures, each with the table it plots (written beside the PNG).
+
+* Fig. 2: teacher AP and APr against the labeled fraction, one line per smoothing kind.
+* Fig. 3: reliability diagrams (teacher vs student), with ECE.
+* Fig. 4: per-class AP against the training instance count, r/c/f coloured.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+FREQUENCY_COLOURS = {"r": "tab:red", "c": "tab:orange", "f": "tab:green"}
+
+
+def reliability_data(eval_dir: Path, metrics_of: dict[str, dict]) -> pd.DataFrame:
+    """Fig. 3's data: each model's reliability bins (bin_lower, bin_upper, count, confidence, accuracy)
+    with its ECE."""
+    frames = []
+    for model, metrics in metrics_of.items():
+        table = pd.read_csv(eval_dir / model / "reliability.csv")
+        table.insert(0, "model", model)
+        table["ece"] = metrics["ece"]
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True)
+
+
+def reliability_figure(data: pd.DataFrame) -> plt.Figure:
+    models = list(dict.fromkeys(data["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        table = data[data["model"] == model]
+        width = table["bin_upper"] - table["bin_lower"]
+        filled = table["count"] > 0
+        ax.bar(table["bin_lower"][filled], table["accuracy"][filled], width=width[filled], align="edge",
+               edgecolor="black", color="tab:blue", label="accuracy")
+        ax.bar(table["bin_lower"][filled], (table["confidence"] - table["accuracy"])[filled],
+               bottom=table["accuracy"][filled], width=width[filled], align="edge", color="tab:red", alpha=0.3,
+               label="gap to confidence")
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
+               title=f"{model}  ECE={table['ece'].iloc[0]:.3f}")
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def per_class_data(eval_dir: Path, models: list[str], categories: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 4's data: per model and category, mask AP (0-1) and the training instance count."""
+    frames = []
+    for model in models:
+        per_class = pd.read_csv(eval_dir / model / "per_class_ap.csv")
+        merged = per_class.merge(categories[["category_id", "instance_count"]], on="category_id", how="left")
+        merged.insert(0, "model", model)
+        frames.append(merged)
+    return pd.concat(frames, ignore_index=True)
+
+
+def per_class_figure(data: pd.DataFrame) -> plt.Figure:
+    models = list(dict.fromkeys(data["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 4), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        part_model = data[data["model"] == model]
+        for freq, colour in FREQUENCY_COLOURS.items():
+            part = part_model[part_model["frequency"] == freq]
+            # log axis: a class without training instances is drawn at 1
+            ax.scatter(part["instance_count"].clip(lower=1), 100 * part["ap"], c=colour, label=freq, s=20)
+        ax.set(xscale="log", xlabel="training instances", ylabel="mask AP", title=model)
+        ax.legend(title="frequency", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_table(runs: list[str]) -> pd.DataFrame:
+    rows = []
+    for spec in runs:
+        variant, fraction, path = spec.split(":", 2)
+        metrics = json.loads(open(path).read())
+        rows.append({"variant": variant, "fraction": float(fraction), "AP": metrics["segm"]["AP"],
+                     "APr": metrics["segm"]["APr"], "ECE": metrics["ece"]})
+    return pd.DataFrame(rows).sort_values(["variant", "fraction"]).reset_index(drop=True)
+
+
+def sweep_figure(table: pd.DataFrame) -> plt.Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for ax, metric in zip(axes, ("AP", "APr")):
+        for variant, part in table.groupby("variant", sort=False):
+            ax.plot(100 * part["fraction"], part[metric], marker="o", label=variant)
+        ax.set(xscale="log", xlabel="% of labeled training images", ylabel=f"mask {metric}", title=metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,141 @@
+"""The one loader of the pipeline's configuration.
+
+Snakemake validates the config against workflow/schemas/config.schema.yaml (filling defaults)
+and a rule writes the resolved config to ``results/<run>/config.yaml``. Every stage CLI reads the
+config file it is given with :func:`load_stage_config`, which returns only the keys the stage
+declares in its ``CONFIG_KEYS`` (stages.pipeline.declared hashes exactly those for the rule's rerun
+trigger). The layout of ``results/<run>/`` is known only to workflow/rules/common.smk; stages receive
+explicit paths.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG_PATH = REPO_ROOT / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+def _set_defaults(config: dict, schema: dict) -> dict:
+    """Fill missing keys with the schema's defaults (recursively), like snakemake's validate."""
+    for key, sub in schema.get("properties", {}).items():
+        if key not in config and "default" in sub:
+            config[key] = copy.deepcopy(sub["default"])
+        if sub.get("type") == "object" and isinstance(config.get(key), dict):
+            _set_defaults(config[key], sub)
+    return config
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``config`` against the schema, fill defaults, and return it.
+
+    Raises ConfigError naming the offending key and the problem.
+    """
+    import jsonschema
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors:
+            key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+            lines.append(f"config key '{key}': {err.message}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    return _set_defaults(config, schema)
+
+
+def load_config(path: str | Path | None = None) -> dict[str, Any]:
+    """Read a config yaml (default: the repository's config.yaml), validate it, fill defaults."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return validate_config(raw)
+
+
+# How a job runs, not what it computes: any stage may read these, and none of them is a rerun
+# trigger (batches and model randomness are seeded per iteration, so workers and threads do not
+# change results).
+EXECUTION_KEYS = ("num_threads", "data_workers")
+
+
+class DeclaredConfig(dict):
+    """A config restricted to the keys a stage declares (its ``CONFIG_KEYS``): reading any other key
+    is an error, so what a stage reads can never drift from what triggers its reruns."""
+
+    def __init__(self, data: dict[str, Any], prefix: str = ""):
+        super().__init__(data)
+        self._prefix = prefix
+
+    def _undeclared(self, key: Any) -> KeyError:
+        return KeyError(f"config key '{self._prefix}{key}' is read by a stage that does not declare it in its "
+                        f"CONFIG_KEYS (stages/<stage>.py); declare it, so that changing it reruns the stage")
+
+    def __missing__(self, key: Any) -> Any:
+        raise self._undeclared(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key in self:
+            return self[key]
+        raise self._undeclared(key)
+
+
+def _get_path(config: dict[str, Any], key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"declared config key '{key}' does not exist in the configuration")
+        node = node[part]
+    return node
+
+
+def declared_values(config: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``{dotted key: value}`` of the declared ``keys`` (sections or single values)."""
+    return {key: _get_path(config, key) for key in keys}
+
+
+def restrict(config: dict[str, Any], keys: tuple[str, ...]) -> DeclaredConfig:
+    """The part of ``config`` under ``keys`` (dotted: ``teacher`` or ``teacher.gamma``) plus
+    EXECUTION_KEYS, as nested DeclaredConfigs."""
+    tree: dict[str, Any] = {}
+    for key in (*keys, *EXECUTION_KEYS):
+        parts = key.split(".")
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = copy.deepcopy(_get_path(config, key))
+
+    def wrap(node: dict[str, Any], prefix: str) -> DeclaredConfig:
+        return DeclaredConfig({k: wrap(v, f"{prefix}{k}.") if isinstance(v, dict) else v for k, v in node.items()},
+                              prefix)
+
+    return wrap(tree, "")
+
+
+def load_stage_config(path: str | Path, keys: tuple[str, ...]) -> DeclaredConfig:
+    """A stage's view of the config file at ``path``: validated, defaults filled, restricted to ``keys``."""
+    return restrict(load_config(path), keys)
+
+
+def write_config(config: dict[str, Any], target: str | Path) -> None:
+    """A config as YAML, atomically (the resolved config every stage of a run reads)."""
+    from stages.utils.atomic import write_text
+
+    plain = json.loads(json.dumps(config))  # plain dicts and lists, whatever mapping types came in
+    write_text(yaml.safe_dump(plain, sort_keys=True), target)

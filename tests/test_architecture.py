@@ -1,0 +1,139 @@
+"""The package's shape as tests: the import contracts (import-linter), one thin CLI per rule with its
+declared config keys, the registries as the one list of each method axis, rerun triggers derived
+from what each stage declares."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages.core.pseudo_labels import STUDENT_VARIANTS
+from stages.core.smoothing import SMOOTHING
+from stages.evaluation.lvis_eval import EVALUATORS
+from stages.pipeline.declared import declared_hash, declared_keys
+from stages.pipeline.registries import REGISTRY_KEYS, check_registered
+from stages.utils.config import ConfigError, load_config, load_stage_config
+
+REPO = Path(__file__).resolve().parent.parent
+LIBRARY_PACKAGES = {"core", "data", "modeling", "evaluation", "retrieval", "reporting", "pipeline", "utils"}
+
+
+def cli_modules() -> list[str]:
+    return sorted(p.stem for p in (REPO / "stages").glob("*.py") if p.stem != "__init__")
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--config", str(root / "pyproject.toml")],
+                          cwd=root, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(root)})
+
+
+def test_import_contracts_hold() -> None:
+    done = lint_imports(REPO)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "4 kept, 0 broken" in done.stdout
+
+
+def test_contracts_name_every_cli_and_every_library_package() -> None:
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    by_type = {c["type"]: c for c in contracts if c["type"] != "forbidden"}
+    independent = sorted(m.removeprefix("stages.") for m in by_type["independence"]["modules"])
+    assert independent == cli_modules()
+    forbidden_cli = next(c for c in contracts if c["type"] == "forbidden" and "stages.ccece" in c["forbidden_modules"])
+    assert sorted(m.removeprefix("stages.") for m in forbidden_cli["forbidden_modules"]) == cli_modules()
+    packages = {p.name for p in (REPO / "stages").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages == LIBRARY_PACKAGES
+    layered = {name.strip() for layer in by_type["layers"]["layers"] for name in layer.split("|")}
+    assert layered == packages
+
+
+def test_a_broken_contract_is_caught(tmp_path: Path) -> None:
+    """The linter really reads the code: core importing detectron2, or a CLI importing a CLI, fails."""
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO / "stages", copy / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", copy / "pyproject.toml")
+    smoothing = copy / "stages" / "core" / "smoothing.py"
+    smoothing.write_text(smoothing.read_text() + "\nimport detectron2  # noqa\n")
+    split = copy / "stages" / "split.py"
+    split.write_text(split.read_text() + "\nimport stages.subsample  # noqa\n")
+    done = lint_imports(copy)
+    assert done.returncode != 0
+    assert "2 kept, 2 broken" in done.stdout, done.stdout[-2000:]
+
+
+@pytest.mark.parametrize("cli", cli_modules())
+def test_every_cli_is_thin_and_declares_its_config_keys(cli: str) -> None:
+    source = (REPO / "stages" / f"{cli}.py").read_text()
+    tree = ast.parse(source)
+    functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    assert "main" in functions and not classes, f"stages/{cli}.py: a CLI holds main() and no library code"
+    assert len(functions) <= 2, f"stages/{cli}.py: {functions}; library code belongs in a sub-package"
+    # every declared key exists in the config (load_stage_config refuses an unknown one)
+    assert set(load_stage_config(REPO / "config.yaml", declared_keys(cli))) >= {k.split(".")[0] for k in declared_keys(cli)}
+
+
+def test_a_stage_cannot_read_what_it_does_not_declare() -> None:
+    config = load_stage_config(REPO / "config.yaml", ("teacher.gamma",))
+    assert config["teacher"]["gamma"] == 1.5 and config["num_threads"] == 2  # declared, and an execution key
+    with pytest.raises(KeyError, match="teacher.eps"):
+        config["teacher"]["eps"]
+    with pytest.raises(KeyError, match="'seed'"):
+        config.get("seed")
+
+
+def test_rerun_triggers_follow_declared_keys() -> None:
+    """Changing `seed` reruns retrieve (it seeds the IVF training sample); changing teacher.eps does
+    not rerun similarity (S' depends on gamma only) but does retrain the teacher."""
+    config = load_config()
+    reseeded = load_config() | {"seed": 1}
+    other_eps = load_config()
+    other_eps["teacher"]["eps"] = 0.2
+    assert declared_hash(reseeded, "retrieve") != declared_hash(config, "retrieve")
+    assert declared_hash(other_eps, "similarity") == declared_hash(config, "similarity")
+    assert declared_hash(other_eps, "train_teacher") != declared_hash(config, "train_teacher")
+    other_gamma = load_config()
+    other_gamma["teacher"]["gamma"] = 0.5
+    assert declared_hash(other_gamma, "similarity") != declared_hash(config, "similarity")
+
+
+def test_registries_are_the_one_list_of_each_axis() -> None:
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+
+    def node(key: str) -> dict:
+        out = schema
+        for part in key.split("."):
+            out = out["properties"][part]
+        return out.get("items", out)
+
+    for key in REGISTRY_KEYS:  # the schema leaves the names to the registry: a new variant is one file
+        assert "enum" not in node(key), key
+    assert set(SMOOTHING.names()) == {"onehot", "uniform", "similarity", "similarity_frequency"}
+    assert {"onehot", "soft", "soft_corrected"} <= set(STUDENT_VARIANTS.names())
+    assert set(EVALUATORS.names()) == {"fast", "lvis"}
+    config = load_config()
+    check_registered(config)
+    config["sweep"]["variants"] = ["onehot", "similarity_corrected"]
+    config["evaluation"]["evaluator"] = "coco"
+    with pytest.raises(ConfigError) as err:
+        check_registered(config)
+    assert "sweep.variants" in str(err.value) and "'similarity_corrected'" in str(err.value)
+    assert "evaluation.evaluator" in str(err.value) and "'coco'" in str(err.value)
+
+
+def test_the_dag_picture_in_the_docs_is_current() -> None:
+    sys.path.insert(0, str(REPO / "docs"))
+    from rulegraph import BEGIN, END, mermaid
+
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--rulegraph", "mermaid-js", "--", "paper_tables"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    design = (REPO / "docs" / "design.md").read_text()
+    committed = design[design.index(BEGIN) + len(BEGIN):design.index(END)].strip()
+    assert committed == mermaid(done.stdout), "docs/design.md's DAG is stale: run `make dag`"
