@@ -424,22 +424,41 @@ def _detections(gt: _GroundTruth, src: _Records, iou_type: str, max_dets: int) -
             "nel": np.isin(code, gt.nel_codes)}
 
 
-def fast_lvis_eval(gt: dict[str, Any], detections: Sequence[dict[str, Any]], iou_type: str,
-                   max_dets: int = 300) -> FastLVISResult:
-    """LVISEval(gt, LVISResults(gt, detections, max_dets), iou_type).run(), vectorised.
+@dataclass
+class MatchedDetections:
+    """LVISEval's matching of one model's detections to a ground truth: all that accumulation needs.
 
-    ``gt``: the loaded LVIS json (images with neg_category_ids / not_exhaustive_category_ids,
-    annotations, categories with 'frequency'). ``detections``: LVIS result dicts (image_id,
-    category_id, score, bbox [x, y, w, h], segmentation RLE for segm; a parquet table is read with
-    ``stages.data.detections.read_detections``). ``iou_type``: 'bbox' or 'segm'. Neither input is modified.
-    An empty detection list gives what LVISEval gives when nothing matches (0 where there is gt).
-    """
+    Detections are in accumulation order (category, score descending, image id, input order);
+    ``cat``/``img``/``score``: their category index, image rank and score. ``dets``: the detections with candidate
+    gts, with ``hit_counted`` / ``hit_ignored`` (T, A, len(dets)): matched to a counted / an ignored
+    gt; ``det_out`` (A, N): outside the area range or of a not-exhaustive class (ignored when
+    unmatched). ``gt_img``/``gt_cat``/``gt_ignored`` (A, G): the gts LVISEval keeps."""
+
+    cat: np.ndarray
+    img: np.ndarray
+    score: np.ndarray
+    dets: np.ndarray
+    hit_counted: np.ndarray
+    hit_ignored: np.ndarray
+    det_out: np.ndarray
+    gt_img: np.ndarray
+    gt_cat: np.ndarray
+    gt_ignored: np.ndarray
+    n_images: int
+    cat_ids: list[int]
+    freq_groups: list[list[int]]
+    categories: list[dict[str, Any]]
+
+
+def match_detections(gt: dict[str, Any], detections: Sequence[dict[str, Any]], iou_type: str,
+                     max_dets: int = 300) -> MatchedDetections:
+    """LVISEval's evaluate step (which detection matches which gt, per IoU threshold and area range)."""
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', found {iou_type!r}")
     g = _GroundTruth(gt)
     src = _Records(detections)
     d = _detections(g, src, iou_type, max_dets)
-    n_cat, n_area, n_thr, n_rec = len(g.cat_ids), len(AREA_RNG), len(IOU_THRS), len(REC_THRS)
+    n_area = len(AREA_RNG)
     lo = np.array([r[0] for r in AREA_RNG], dtype=np.float64)[:, None]
     hi = np.array([r[1] for r in AREA_RNG], dtype=np.float64)[:, None]
 
@@ -451,35 +470,82 @@ def fast_lvis_eval(gt: dict[str, Any], detections: Sequence[dict[str, Any]], iou
     hit_ignored = hit & gt_ig[np.arange(n_area)[None, :, None], won]
     hit_counted = hit & (g.ann_id[won] != 0)  # LVIS tests dt_m (the gt id) against 0
     det_out = (d["area"][None, :] < lo) | (d["area"][None, :] > hi) | d["nel"][None, :]  # (A, N)
+    return MatchedDetections(cat=d["cat"], img=d["img"], score=src.score[d["src"]], dets=dets, hit_counted=hit_counted, hit_ignored=hit_ignored,
+                             det_out=det_out, gt_img=g.img, gt_cat=g.cat, gt_ignored=gt_ig, n_images=len(g.img_ids),
+                             cat_ids=g.cat_ids.tolist(), freq_groups=g.freq_groups, categories=g.categories)
 
-    n_gt = np.stack([np.bincount(g.cat[~gt_ig[a]], minlength=n_cat) for a in range(n_area)], axis=1)  # (K, A)
+
+def _resampled_order(m: MatchedDetections, image_weights: np.ndarray) -> np.ndarray:
+    """The detections of a data set in which image r appears ``image_weights[r]`` times, as indices
+    into ``m``'s detections, in LVISEval's accumulation order: the copies of an image sit next to
+    each other among equal scores, so a run of equal-score detections of one image repeats as a
+    whole (copy 1's run, then copy 2's), exactly as LVISEval orders the copies' detections."""
+    n = len(m.cat)
+    w = np.asarray(image_weights, dtype=np.int64)[m.img]
+    rep = np.repeat(np.arange(n), w)
+    copy = np.arange(len(rep)) - np.repeat(np.cumsum(w) - w, w)
+    change = np.r_[True, (m.cat[1:] != m.cat[:-1]) | (m.score[1:] != m.score[:-1]) | (m.img[1:] != m.img[:-1])]
+    run = np.cumsum(change)
+    return rep[np.lexsort((rep, copy, run[rep]))]
+
+
+def accumulate(m: MatchedDetections, image_weights: np.ndarray | None = None, areas: Sequence[int] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """LVISEval's accumulate step: precision (T, R, K, A) and recall (T, K, A), -1 where a category
+    has no gt. ``image_weights`` (an integer per image rank) evaluates the data set in which every
+    image appears that many times -- a bootstrap draw -- without matching again: matching is per
+    image, so only the accumulation changes. ``areas``: the area ranges to fill (default all; the
+    others stay -1)."""
+    n_cat, n_area, n_thr, n_rec = len(m.cat_ids), len(AREA_RNG), len(IOU_THRS), len(REC_THRS)
+    areas = range(n_area) if areas is None else areas
+    order = None if image_weights is None else _resampled_order(m, image_weights)
+    gt_w = None if image_weights is None else np.asarray(image_weights, dtype=np.int64)[m.gt_img]
+    cat = m.cat if order is None else m.cat[order]
     precision = -np.ones((n_thr, n_rec, n_cat, n_area))
     recall = -np.ones((n_thr, n_cat, n_area))
-    for a in range(n_area):
-        defined = n_gt[:, a] > 0
+    n_all, n = len(m.cat), len(cat)
+    seg_starts = _segment_starts(cat)
+    seg_cat = cat[seg_starts]
+    for a in areas:
+        kept = ~m.gt_ignored[a]
+        n_gt = np.bincount(m.gt_cat[kept], weights=None if gt_w is None else gt_w[kept],
+                           minlength=n_cat).astype(np.int64)
+        defined = n_gt > 0
         precision[:, :, defined, a] = 0.0
         recall[:, defined, a] = 0.0
+        if not n:
+            continue
+        n_gt_seg = n_gt[seg_cat]
+        m_seg = _recall_counts(n_gt_seg)
+        seg_defined = n_gt_seg > 0
+        for t in range(n_thr):
+            counted = np.zeros(n_all, dtype=bool)
+            counted[m.dets] = m.hit_counted[t, a]
+            ignored = np.zeros(n_all, dtype=bool)
+            ignored[m.dets] = m.hit_ignored[t, a]
+            ignored |= ~counted & m.det_out[a]
+            tp = counted & ~ignored
+            fp = ~(counted | ignored)
+            if order is not None:
+                tp, fp = tp[order], fp[order]
+            pr, rc = _accumulate(tp, fp, seg_starts, n_gt_seg, m_seg)
+            precision[t, :, seg_cat[seg_defined], a] = pr[seg_defined]
+            recall[t, seg_cat[seg_defined], a] = rc[seg_defined]
+    return precision, recall
 
-    n = len(d["cat"])
-    if n:
-        seg_starts = _segment_starts(d["cat"])
-        seg_cat = d["cat"][seg_starts]
-        for a in range(n_area):
-            n_gt_seg = n_gt[seg_cat, a]
-            m_seg = _recall_counts(n_gt_seg)
-            defined = n_gt_seg > 0
-            for t in range(n_thr):
-                counted = np.zeros(n, dtype=bool)
-                counted[dets] = hit_counted[t, a]
-                ignored = np.zeros(n, dtype=bool)
-                ignored[dets] = hit_ignored[t, a]
-                ignored |= ~counted & det_out[a]
-                tp = counted & ~ignored
-                fp = ~(counted | ignored)
-                pr, rc = _accumulate(tp, fp, seg_starts, n_gt_seg, m_seg)
-                precision[t, :, seg_cat[defined], a] = pr[defined]
-                recall[t, seg_cat[defined], a] = rc[defined]
 
-    return FastLVISResult(precision=precision, recall=recall, cat_ids=g.cat_ids.tolist(),
-                          results=summarize(precision, recall, g.freq_groups, max_dets), iou_type=iou_type,
-                          max_dets=max_dets, freq_groups=g.freq_groups, categories=g.categories)
+def fast_lvis_eval(gt: dict[str, Any], detections: Sequence[dict[str, Any]], iou_type: str,
+                   max_dets: int = 300) -> FastLVISResult:
+    """LVISEval(gt, LVISResults(gt, detections, max_dets), iou_type).run(), vectorised.
+
+    ``gt``: the loaded LVIS json (images with neg_category_ids / not_exhaustive_category_ids,
+    annotations, categories with 'frequency'). ``detections``: LVIS result dicts (image_id,
+    category_id, score, bbox [x, y, w, h], segmentation RLE for segm; a parquet table is read with
+    ``stages.data.detections.read_detections``). ``iou_type``: 'bbox' or 'segm'. Neither input is modified.
+    An empty detection list gives what LVISEval gives when nothing matches (0 where there is gt).
+    """
+    matched = match_detections(gt, detections, iou_type, max_dets)
+    precision, recall = accumulate(matched)
+    return FastLVISResult(precision=precision, recall=recall, cat_ids=matched.cat_ids,
+                          results=summarize(precision, recall, matched.freq_groups, max_dets), iou_type=iou_type,
+                          max_dets=max_dets, freq_groups=matched.freq_groups, categories=matched.categories)
