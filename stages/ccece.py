@@ -1,8 +1,10 @@
 """Rule ccece: CCECE (eq. 4) of the train85 teacher on holdout15, and its ECE.
 
 Writes ccece.parquet (one row per category, in category order: category_id, name, frequency,
-n_detections, accuracy, confidence, ccece; the run's ECE in the parquet key-value metadata under
-"ece", the whole summary under "summary"), the summary json {"ece", "n_judged", "bins",
+n_detections, accuracy, confidence, ccece (eq. 4 exactly), ccece_se (its standard error, NaN
+without detections) and delta (what the student uses: ccece itself with ``calibration.shrinkage:
+none``, its empirical-Bayes estimate shrunk toward the frequency group with ``group``); the run's ECE
+in the parquet key-value metadata under "ece", the whole summary under "summary"), the summary json {"ece", "n_judged", "bins",
 "iou_type", "per_frequency": {"r", "c", "f"}, ...} and, optionally, the reliability table.
 Judging and bins follow the config's `calibration` section.
 
@@ -22,9 +24,11 @@ import pandas as pd
 from stages.core.calibration import (
     FREQUENCIES,
     ccece_per_class,
+    ccece_standard_errors,
     ece_per_frequency,
     expected_calibration_error,
     reliability_table,
+    shrink_to_groups,
 )
 from stages.data.detections import read_detections
 from stages.data.lvis import load_lvis
@@ -48,7 +52,8 @@ def summary_lines(table: pd.DataFrame, summary: dict[str, Any], shown: int = 3) 
     if len(seen):
         ordered = seen.sort_values("ccece")
         for label, rows in (("most overconfident", ordered.head(shown)), ("most underconfident", ordered.tail(shown)[::-1])):
-            text = ", ".join(f"{r.name} ({r.frequency}, n={r.n_detections}) {r.ccece:+.3f}" for r in rows.itertuples())
+            text = ", ".join(f"{r.name} ({r.frequency}, n={r.n_detections}) {r.ccece:+.3f} (delta {r.delta:+.3f})"
+                             for r in rows.itertuples())
             lines.append(f"  {label}: {text}")
     return lines
 
@@ -67,9 +72,13 @@ def main(argv: list[str] | None = None) -> None:
     detections = read_detections(args.detections)
     judged = judge_detections(detections, gt, cal["iou_type"], cal["iou_threshold"])
     table = ccece_per_class(judged, gt["categories"], cal["bins"])
+    table["ccece_se"] = ccece_standard_errors(judged, gt["categories"])
+    table["delta"] = table["ccece"]
+    if cal["shrinkage"] == "group":
+        table["delta"] = shrink_to_groups(table["ccece"], table["ccece_se"], table["n_detections"], table["frequency"])
     ece = expected_calibration_error(judged["score"], judged["correct"], cal["bins"])
     summary = {"ece": ece, "n_judged": int(len(judged)), "n_detections": len(detections), "bins": cal["bins"],
-               "iou_type": cal["iou_type"], "iou_threshold": cal["iou_threshold"],
+               "iou_type": cal["iou_type"], "iou_threshold": cal["iou_threshold"], "shrinkage": cal["shrinkage"],
                "per_frequency": ece_per_frequency(judged, gt["categories"], cal["bins"])}
     write_parquet(table, args.out, metadata={"ece": repr(ece), "summary": json.dumps(summary)})
     write_json(summary, args.ece_json, indent=2)

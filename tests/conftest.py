@@ -25,7 +25,8 @@ def tiny_config(results_dir: Path, run: str = "tiny") -> dict:
     config["retrieve"].update(k=8)
     config["model"].update(min_size=64, max_size=64, roi_batch_size=32, fpn_channels=32)
     config["teacher"].update(iterations=12, batch_size=2, warmup_iters=4, checkpoint_period=6)
-    config["student"].update(iterations=6, batch_size=2, warmup_iters=1, checkpoint_period=3, score_threshold=0.05)
+    config["student"].update(iterations=6, labeled_batch_size=1, unlabeled_batch_size=1, warmup_iters=1,
+                             checkpoint_period=3, score_threshold=0.05)
     return config
 
 

@@ -305,8 +305,14 @@ def test_ccece_cli_writes_the_artifacts(tmp_path, tiny_config_file, capsys):
     main(["--config", str(tiny_config_file), "--detections", str(det_path), "--gt", str(gt_path), "--out", str(out),
           "--ece-json", str(ece_json), "--reliability", str(reliability)])
     table = pd.read_parquet(out)
-    assert list(table.columns) == ["category_id", "name", "frequency", "n_detections", "accuracy", "confidence", "ccece"]
+    assert list(table.columns) == ["category_id", "name", "frequency", "n_detections", "accuracy", "confidence", "ccece",
+                                   "ccece_se", "delta"]
     assert table["ccece"].tolist() == pytest.approx([-0.35, -0.6, -0.7])  # as in test_ccece_from_judged_detections
+    # residuals correct - score: class a (f) .1 and -.8, its variance .405 (n - 1 = 1); b and c (one
+    # detection each, alone in their groups) borrow the pooled .405: se = sqrt(.405 / n)
+    assert table["ccece_se"].tolist() == pytest.approx([np.sqrt(0.405 / 2), np.sqrt(0.405), np.sqrt(0.405)])
+    # one class per frequency group: nothing to shrink toward but itself
+    assert table["delta"].tolist() == pytest.approx(table["ccece"].tolist())
     # judged scores .9 (T), .8 (F), .6 (F), .7 (F); 15 bins: .9 -> 13, .8 -> 12, .6 -> 9, .7 -> 10 (10.5)
     # ECE = 1/4 (|1 - .9| + .8 + .6 + .7) = 0.55
     summary = json.loads(ece_json.read_text())

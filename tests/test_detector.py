@@ -27,7 +27,8 @@ def _batch(n=2, size=96):
 def test_soft_target_detector_trains_with_both_losses(loss):
     config = load_config()
     config["model"].update(classifier_loss=loss, min_size=96, max_size=96)
-    model = build_detector(detectron2_config(config, 5), class_targets=torch.full((5, 5), 0.2).numpy())
+    model = build_detector(detectron2_config(config, 5, solver=config["teacher"]),
+                           class_targets=torch.full((5, 5), 0.2).numpy())
     model.train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.005, momentum=0.9)
     batch = _batch()
@@ -57,3 +58,31 @@ def test_ema_update():
         student.weight.fill_(3.0)
     EMAUpdate(teacher, student, decay=0.75).after_step()
     torch.testing.assert_close(teacher.weight, torch.full((1, 2), 1.5))
+
+
+@pytest.mark.parametrize("loss", ["softmax", "sigmoid"])
+def test_ignore_regions_take_no_part_in_the_box_head_losses(loss):
+    """Proposals matched to an ignore region (gt class -1) are neither object nor background: the
+    losses with them equal the losses without them."""
+    config = load_config()
+    config["model"].update(classifier_loss=loss)
+    model = build_detector(detectron2_config(config, 5, solver=config["teacher"]))
+    predictor = model.roi_heads.box_predictor[1]
+    generator = torch.Generator().manual_seed(0)
+    n = 8
+    proposals = Instances((96, 96))
+    corners = torch.rand(n, 2, generator=generator) * 40
+    proposals.proposal_boxes = Boxes(torch.cat([corners, corners + 30], dim=1))
+    proposals.gt_boxes = Boxes(torch.cat([corners + 2, corners + 33], dim=1))
+    proposals.gt_classes = torch.tensor([0, 2, -1, 5, -1, 5, 4, -1])  # 5 = background, -1 = ignore region
+    proposals.gt_soft_classes = torch.rand(n, 5, generator=generator)
+    scores, deltas = torch.randn(n, 6, generator=generator), torch.randn(n, 4, generator=generator)
+    judged = proposals.gt_classes >= 0
+    with EventStorage():
+        torch.manual_seed(1)  # the federated loss samples its negative classes
+        with_ignored = predictor.losses((scores, deltas), [proposals])
+        torch.manual_seed(1)
+        without = predictor.losses((scores[judged], deltas[judged]), [proposals[judged]])
+    for key in ("loss_cls", "loss_box_reg"):
+        torch.testing.assert_close(with_ignored[key], without[key])
+    assert with_ignored["loss_cls"] > 0

@@ -185,7 +185,8 @@ def test_nan_in_a_ccece_table_stops_the_student(tmp_path: Path) -> None:
 
     categories = [{"id": 1, "name": "a", "frequency": "r"}, {"id": 2, "name": "b", "frequency": "f"}]
     frame = pd.DataFrame({"category_id": [1, 2], "name": ["a", "b"], "frequency": ["r", "f"], "n_detections": [3, 0],
-                          "accuracy": [0.5, np.nan], "confidence": [0.4, np.nan], "ccece": [0.1, np.nan]})  # fmt: skip
+                          "accuracy": [0.5, np.nan], "confidence": [0.4, np.nan], "ccece": [0.1, np.nan],
+                          "ccece_se": [0.1, np.nan], "delta": [0.1, np.nan]})  # fmt: skip
     frame.to_parquet(tmp_path / "ccece.parquet")
     with pytest.raises(ValueError, match=r"ccece\.parquet.*(NaN|non-finite)"):
         read_delta(tmp_path / "ccece.parquet", categories)

@@ -1,5 +1,6 @@
 """Eq. (5) and pseudo-label selection."""
 
+import pytest
 import torch
 from detectron2.structures import Boxes, Instances
 
@@ -35,15 +36,48 @@ def _detections(scores_per_det, classes):
     return inst
 
 
-def test_positive_delta_grows_rare_pseudo_labels():
+def test_selection_on_the_teacher_score_or_on_the_corrected_score():
     # four detections of a rare class 1 with teacher scores around the threshold
     dets = _detections([[0.1, 0.35, 0.0], [0.1, 0.45, 0.0], [0.1, 0.55, 0.0], [0.2, 0.65, 0.0]], [1, 1, 1, 1])
     delta = torch.tensor([0.0, 0.1, 0.0])  # the teacher under-rates class 1
     soft = select_pseudo_labels(dets, delta, 2.0, "soft", "sigmoid", threshold=0.5)
-    corrected = select_pseudo_labels(dets, delta, 2.0, "soft_corrected", "sigmoid", threshold=0.5)
+    on_teacher = select_pseudo_labels(dets, delta, 2.0, "soft_corrected", "sigmoid", threshold=0.5,
+                                      select_on="teacher_score")
+    on_corrected = select_pseudo_labels(dets, delta, 2.0, "soft_corrected", "sigmoid", threshold=0.5,
+                                        select_on="corrected_score")
     assert len(soft) == 2
-    assert len(corrected) == 4
-    torch.testing.assert_close(corrected.gt_soft_classes[:, 1].sort().values, torch.tensor([0.55, 0.65, 0.75, 0.85]))
+    # teacher_score: the same detections as the soft student, eq. (5) changes their targets only
+    assert sorted(on_teacher.gt_boxes.tensor[:, 0].tolist()) == sorted(soft.gt_boxes.tensor[:, 0].tolist())
+    torch.testing.assert_close(on_teacher.gt_soft_classes[:, 1].sort().values, torch.tensor([0.75, 0.85]))
+    torch.testing.assert_close(on_teacher.pseudo_scores.sort().values, torch.tensor([0.55, 0.65]))
+    # corrected_score: the under-rated class passes the threshold more often
+    assert len(on_corrected) == 4
+    torch.testing.assert_close(on_corrected.gt_soft_classes[:, 1].sort().values, torch.tensor([0.55, 0.65, 0.75, 0.85]))
+    # for a variant without Delta both settings select alike
+    soft_corrected_sel = select_pseudo_labels(dets, delta, 2.0, "soft", "sigmoid", threshold=0.5,
+                                              select_on="corrected_score")
+    assert len(soft_corrected_sel) == len(soft)
+
+
+def test_ignore_band_between_the_thresholds():
+    # scores .2 (dropped), .35 and .45 (in the band), .55 and .65 (pseudo-labels); the .45 box overlaps the .65 one
+    dets = _detections([[0.2, 0.0], [0.35, 0.0], [0.45, 0.0], [0.55, 0.0], [0.65, 0.0]], [0, 0, 0, 0, 0])
+    boxes = dets.pred_boxes.tensor.clone()
+    boxes[2] = boxes[4] + torch.tensor([0.5, 0.0, 0.5, 0.0])  # IoU ~ 0.9 with the .65 box
+    dets.pred_boxes = Boxes(boxes)
+    plain = select_pseudo_labels(dets, torch.zeros(2), 0.0, "soft", "sigmoid", threshold=0.5)
+    assert plain.gt_classes.tolist() == [0, 0]
+    banded = select_pseudo_labels(dets, torch.zeros(2), 0.0, "soft", "sigmoid", threshold=0.5, ignore_threshold=0.3)
+    # the two pseudo-labels, then one ignore region: the .45 box is the .65 object again (NMS), the .2 one too low
+    assert banded.gt_classes.tolist() == [0, 0, -1]
+    torch.testing.assert_close(banded.pseudo_scores, torch.tensor([0.65, 0.55, 0.35]))
+    assert float(banded.gt_soft_classes[2].abs().sum()) == 0.0 and not banded.gt_masks.tensor[2].any()
+
+
+def test_the_control_makes_no_pseudo_labels():
+    dets = _detections([[0.2, 0.7, 0.1]], [1])
+    with pytest.raises(ValueError, match="labeled data only"):
+        select_pseudo_labels(dets, torch.zeros(3), 2.0, "labeled_only", "sigmoid", threshold=0.5)
 
 
 def test_onehot_variant_targets():

@@ -83,22 +83,65 @@ def test_fig2_has_one_line_per_variant_over_the_fractions(tmp_path: Path) -> Non
                                                                    [100, scale + 5]])  # fmt: skip
 
 
+def _report_inputs(tmp_path: Path) -> list[str]:
+    """ccece.parquet, the bootstrap's intervals and two benchmark files for the report CLI."""
+    pd.DataFrame({"category_id": [1, 2, 3, 4], "name": list("abcd"), "frequency": ["r", "c", "f", "f"],
+                  "n_detections": [3, 10, 40, 0], "accuracy": [0.6, 0.5, 0.4, np.nan],
+                  "confidence": [0.2, 0.5, 0.5, np.nan], "ccece": [0.4, 0.0, -0.1, 0.0],
+                  "ccece_se": [0.25, 0.1, 0.05, np.nan], "delta": [0.1, 0.0, -0.1, -0.05]}).to_parquet(
+        tmp_path / "ccece.parquet")  # fmt: skip
+    rows = [{"what": m, "metric": k, "value": 10.0 * (i + 1), "low": 10.0 * (i + 1) - 2, "high": 10.0 * (i + 1) + 3}
+            for i, m in enumerate(MODELS) for k in ("AP", "APr", "APc", "APf")]
+    rows += [{"what": "student_soft_corrected - teacher", "metric": k, "value": 10.0, "low": 4.0 if k == "AP" else -1.0,
+              "high": 15.0} for k in ("AP", "APr", "APc", "APf")]
+    pd.DataFrame(rows).to_csv(tmp_path / "intervals.csv", index=False)
+    for job, seconds in (("train_teacher_train85", 135.5), ("split", 1.2)):
+        (tmp_path / f"{job}.tsv").write_text("s\th:m:s\tmax_rss\tmax_vms\n"
+                                             f"{seconds}\t0:02:15\t1500.5\t3000\n")
+    return ["--ccece", str(tmp_path / "ccece.parquet"), "--intervals", str(tmp_path / "intervals.csv"),
+            "--benchmarks", str(tmp_path / "split.tsv"), str(tmp_path / "train_teacher_train85.tsv")]
+
+
 def test_report_cli_writes_tables_figures_and_their_data(tmp_path: Path) -> None:
     eval_dir = _eval_dir(tmp_path)
     CATEGORIES.to_parquet(tmp_path / "categories.parquet")
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tmp_path / "results")))
     report_stage.main(["--config", str(config), "--eval-dir", str(eval_dir), "--models", *MODELS,
-                       "--categories", str(tmp_path / "categories.parquet"), "--out-dir", str(tmp_path / "report")])  # fmt: skip
+                       "--categories", str(tmp_path / "categories.parquet"), *_report_inputs(tmp_path),
+                       "--out-dir", str(tmp_path / "report")])  # fmt: skip
     out = tmp_path / "report"
     table = pd.read_csv(out / "table1.csv")
     assert list(table["model"]) == MODELS and list(table["paper_AP"]) == [54.0, 56.8]
+    assert table["AP_low"].tolist() == [8.0, 18.0] and table["APr_high"].tolist() == [13.0, 23.0]
     markdown = (out / "table1.md").read_text()
+    assert "| teacher | Supervised + non-unif. smooth. + class corr. | 10.0 [8.0, 13.0] |" in markdown
+    assert "| student_soft_corrected - teacher | +10.0 [+4.0, +15.0] | True | +10.0 [-1.0, +15.0] | False |" in markdown
     assert "| model | ECE | ECE_r | ECE_c | ECE_f | paper_ECE |" in markdown
     assert "| teacher | 0.200 | 0.300 | 0.200 | 0.100 | 0.220 |" in markdown
+    timings = pd.read_csv(out / "timings.csv")  # slowest first
+    assert timings["job"].tolist() == ["train_teacher_train85", "split"] and timings["seconds"].tolist() == [135.5, 1.2]
+    assert "| train_teacher_train85 | 135.5 | 0:02:15 |" in markdown
     for name in ("fig3_reliability", "fig4_per_class_ap"):
         assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert set(pd.read_csv(out / f"{name}.csv")["model"]) == set(MODELS)
+    ccece = pd.read_csv(out / "fig5_ccece.csv")  # r, c, f, then by CCECE
+    assert ccece["name"].tolist() == ["a", "b", "c", "d"]
+    np.testing.assert_allclose(ccece["low"][:3], [0.4 - 1.96 * 0.25, -1.96 * 0.1, -0.1 - 1.96 * 0.05])
+    assert ccece["delta"].tolist() == [0.1, 0.0, -0.1, -0.05]
+    assert (out / "fig5_ccece.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ccece_figure_draws_the_interval_and_the_shrunk_value() -> None:
+    frame = pd.DataFrame({"category_id": [1, 2], "name": ["a", "b"], "frequency": ["r", "f"], "n_detections": [4, 0],
+                          "ccece": [0.3, 0.0], "ccece_se": [0.1, np.nan], "delta": [0.2, 0.05]})
+    data = figures.ccece_data(frame)
+    fig = figures.ccece_figure(data)
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers]  # one errorbar: the class without detections has no interval
+    assert len(bars) == 1
+    shrunk = [line.get_ydata()[0] for line in ax.lines if line.get_marker() == "D" and len(line.get_ydata())]
+    assert shrunk == [0.2, 0.05]
 
 
 def _dry_run_jobs(target: str, config: dict, tmp_path: Path) -> dict[str, int]:

@@ -114,3 +114,90 @@ def ece_per_frequency(judged: pd.DataFrame, categories: list[dict[str, Any]], bi
     groups = judged["category_id"].map(freq)
     return {f: expected_calibration_error(judged.loc[groups == f, "score"], judged.loc[groups == f, "correct"], bins)
             for f in FREQUENCIES}
+
+
+# -- how much Delta knows: standard errors and shrinkage ---------------------------------------------------------
+
+# The residual correct - confidence of one detection lies in [-1, 1]; with no class to pool a
+# variance from, its variance is taken as 0.25 (a fair coin against a confidence of 1/2).
+FALLBACK_RESIDUAL_VARIANCE = 0.25
+
+
+def ccece_standard_errors(judged: pd.DataFrame, categories: list[dict[str, Any]]) -> np.ndarray:
+    """The standard error of each class's CCECE, in category order (sorted by id); NaN where the
+    class has no judged detection.
+
+    CCECE_i is the mean of the residuals correct - confidence over class i's n_i judged detections,
+    so its standard error is sigma / sqrt(n_i). sigma^2 is pooled within the class's frequency group
+    (the residual variance of classes with at least two detections, each around its own mean) --
+    a class with 2 or 3 detections cannot estimate its own -- and over all classes when the group
+    has none.
+    """
+    cats = sorted(categories, key=lambda c: c["id"])
+    index = {c["id"]: i for i, c in enumerate(cats)}
+    cls = judged["category_id"].map(index).to_numpy(dtype=np.int64)
+    residual = judged["correct"].to_numpy(dtype=np.float64) - judged["score"].to_numpy(dtype=np.float64)
+    num = len(cats)
+    n = np.bincount(cls, minlength=num).astype(np.float64)
+    mean = np.divide(np.bincount(cls, weights=residual, minlength=num), n, out=np.zeros(num), where=n > 0)
+    squares = np.bincount(cls, weights=(residual - mean[cls]) ** 2, minlength=num)
+    frequency = np.array([c.get("frequency", "") for c in cats])
+
+    def pooled(mask: np.ndarray) -> float:
+        use = mask & (n >= 2)
+        dof = (n[use] - 1).sum()
+        return float(squares[use].sum() / dof) if dof > 0 else np.nan
+
+    overall = pooled(np.ones(num, dtype=bool))
+    overall = FALLBACK_RESIDUAL_VARIANCE if not np.isfinite(overall) else overall
+    variance = np.full(num, overall)
+    for group in np.unique(frequency):
+        in_group = frequency == group
+        value = pooled(in_group)
+        if np.isfinite(value):
+            variance[in_group] = value
+    return np.where(n > 0, np.sqrt(variance / np.maximum(n, 1)), np.nan)
+
+
+def random_effects_prior(estimates: np.ndarray, standard_errors: np.ndarray) -> tuple[float, float]:
+    """(mean, variance tau^2) of the true values behind noisy ``estimates`` with known standard errors:
+    DerSimonian and Laird's method of moments. tau^2 is the spread of the estimates beyond what their
+    standard errors explain (0 when they explain it all); the mean weights each estimate by
+    1 / (se^2 + tau^2)."""
+    x = np.asarray(estimates, dtype=np.float64)
+    v = np.asarray(standard_errors, dtype=np.float64) ** 2
+    if x.size == 0:
+        raise ValueError("random_effects_prior needs at least one estimate")
+    if x.size == 1:
+        return float(x[0]), 0.0
+    w = 1.0 / np.maximum(v, 1e-12)
+    fixed = float((w * x).sum() / w.sum())
+    q = float((w * (x - fixed) ** 2).sum())
+    tau2 = max(0.0, (q - (x.size - 1)) / (w.sum() - (w**2).sum() / w.sum()))
+    w_star = 1.0 / (v + tau2)
+    return float((w_star * x).sum() / w_star.sum()), tau2
+
+
+def shrink_to_groups(ccece: np.ndarray, standard_errors: np.ndarray, n_detections: np.ndarray,
+                     groups: np.ndarray) -> np.ndarray:
+    """Empirical-Bayes estimates of the classes' true CCECE: each class's CCECE pulled toward its
+    group's prior mean with the weight tau^2 / (tau^2 + se^2), where the prior (mean, tau^2) is
+    estimated from the group's classes (:func:`random_effects_prior`). A class with many judged
+    detections (se -> 0) keeps its CCECE; a class with none takes the group's mean; a group without
+    any judged detection keeps 0, the CCECE of a class without detections."""
+    ccece = np.asarray(ccece, dtype=np.float64)
+    se = np.asarray(standard_errors, dtype=np.float64)
+    seen = np.asarray(n_detections) > 0
+    groups = np.asarray(groups)
+    shrunk = np.where(seen, ccece, 0.0)
+    for group in np.unique(groups):
+        members = groups == group
+        observed = members & seen
+        if not observed.any():
+            continue
+        mean, tau2 = random_effects_prior(ccece[observed], se[observed])
+        weight = np.zeros(len(ccece))
+        if tau2 > 0:
+            weight[observed] = tau2 / (tau2 + se[observed] ** 2)
+        shrunk[members] = mean + weight[members] * (ccece[members] - mean)
+    return shrunk

@@ -4,11 +4,16 @@ variant (the rows of Table 1).
 The student's target from a teacher probability vector y is y + lambda * Delta, clipped to
 [0, 1] (renormalised to a distribution for the softmax loss). Variants (``student.variants``):
 
+* ``labeled_only``: no pseudo-labels -- the teacher trained on with the student's schedule on the
+  labeled data alone: the control that separates the effect of pseudo-labels from more training.
 * ``onehot``: one-hot on the detected class.
 * ``soft``: the teacher's class vector y.
 * ``soft_corrected``: y + lambda * Delta (eq. 5).
 
-The selection of pseudo-labels (threshold, NMS) and the detectron2 side live in
+Which detections become pseudo-labels is decided on the teacher's own score of the detected class
+(``student.select_on: teacher_score``), or on the variant's target for it
+(``corrected_score``: for ``soft_corrected`` the corrected score, so that a class the teacher
+under-rates passes the threshold more often). The thresholds, NMS and the detectron2 side live in
 stages.modeling.student. A new variant is one decorated function here.
 """
 
@@ -27,11 +32,16 @@ TargetsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Te
 
 @dataclass(frozen=True)
 class StudentVariant:
-    """``targets``: the pseudo-label targets; ``uses_delta``: whether Delta (CCECE) enters them, and so
-    whether selection on the corrected score differs from the teacher's score."""
+    """``targets``: the pseudo-label targets (None: the variant trains on labeled data only);
+    ``uses_delta``: whether Delta (CCECE) enters them, and so whether selection on the corrected
+    score differs from the teacher's score."""
 
-    targets: TargetsFn
+    targets: TargetsFn | None
     uses_delta: bool = False
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        return self.targets is not None
 
 
 STUDENT_VARIANTS: Registry[StudentVariant] = Registry("student.variants")
@@ -45,6 +55,11 @@ def student_variant(name: str, *, uses_delta: bool = False) -> Callable[[Targets
         return fn
 
     return decorator
+
+
+SELECT_ON = ("teacher_score", "corrected_score")
+
+STUDENT_VARIANTS.register("labeled_only")(StudentVariant(targets=None))
 
 
 def corrected_scores(class_scores: torch.Tensor, delta: torch.Tensor, lam: float) -> torch.Tensor:
@@ -71,15 +86,22 @@ def soft_corrected_targets(class_scores: torch.Tensor, classes: torch.Tensor, de
 
 
 def pseudo_label_targets(class_scores: torch.Tensor, classes: torch.Tensor, delta: torch.Tensor, lam: float,
-                         variant: str, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(targets (N, C), score of each detection's class used for filtering) for a variant.
+                         variant: str, loss: str, select_on: str = "teacher_score") -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets (N, C), the score each detection is selected on) for a variant.
 
-    The filtering score is the corrected score for a variant that uses Delta, else the teacher's.
+    ``select_on``: ``teacher_score`` -- the teacher's probability of the detected class; or
+    ``corrected_score`` -- the variant's target for it (the corrected score for a variant that uses
+    Delta, the teacher's score otherwise).
     """
     kind = STUDENT_VARIANTS.get(variant)
+    if kind.targets is None:
+        raise ValueError(f"student variant {variant!r} trains on labeled data only and makes no pseudo-labels")
+    if select_on not in SELECT_ON:
+        raise ValueError(f"config key 'student.select_on': {select_on!r} is not one of {', '.join(SELECT_ON)}")
     rows = torch.arange(classes.shape[0], device=classes.device)
     targets = kind.targets(class_scores, classes, delta, lam)
-    scores = (targets if kind.uses_delta else class_scores)[rows, classes]
+    corrected = select_on == "corrected_score" and kind.uses_delta
+    scores = (targets if corrected else class_scores)[rows, classes]
     if loss == "softmax":
         # A distribution is needed; an all-zero row (everything clipped) falls back to one-hot.
         sums = targets.sum(dim=1, keepdim=True)

@@ -69,17 +69,19 @@ def read_categories(path: Path | str) -> pd.DataFrame:
     return frame
 
 
-CCECE_COLUMNS = ("category_id", "name", "frequency", "n_detections", "accuracy", "confidence", "ccece")
+CCECE_COLUMNS = ("category_id", "name", "frequency", "n_detections", "accuracy", "confidence", "ccece", "ccece_se",
+                 "delta")
 
 
-def read_ccece(path: Path | str, categories: list[dict[str, Any]]) -> pd.DataFrame:
-    """ccece.parquet: the contract's columns, one row per category of ``categories`` (in their order),
-    finite CCECE values in [-1, 1]."""
+def read_ccece(path: Path | str, category_ids: list[int]) -> pd.DataFrame:
+    """ccece.parquet: the contract's columns, one row per category of ``category_ids`` (in that order),
+    ``ccece`` and ``delta`` finite in [-1, 1], ``ccece_se`` finite and >= 0 wherever the class has
+    judged detections."""
     frame = pd.read_parquet(path)
     missing = [c for c in CCECE_COLUMNS if c not in frame.columns]
     if missing:
         raise ArtifactError(f"{path}: missing columns {missing}")
-    ids = [c["id"] for c in categories]
+    ids = list(category_ids)
     if frame["category_id"].duplicated().any():
         raise ArtifactError(f"{path}: more than one row for categories "
                             f"{frame.loc[frame['category_id'].duplicated(), 'category_id'].tolist()[:10]}")
@@ -87,15 +89,19 @@ def read_ccece(path: Path | str, categories: list[dict[str, Any]]) -> pd.DataFra
     if absent:
         raise ArtifactError(f"{path}: no row for categories {absent[:10]}")
     frame = frame.set_index("category_id").loc[ids].reset_index()
-    values = frame["ccece"].to_numpy(dtype=np.float64)
-    if not np.isfinite(values).all():
-        bad = frame.loc[~np.isfinite(values), "category_id"].tolist()
-        raise ArtifactError(f"{path}: CCECE must be finite; NaN or inf for categories {bad[:10]}")
-    if np.abs(values).max(initial=0.0) > 1:
-        raise ArtifactError(f"{path}: CCECE is a difference of probabilities and must lie in [-1, 1]")
+    for column in ("ccece", "delta"):
+        values = frame[column].to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all():
+            bad = frame.loc[~np.isfinite(values), "category_id"].tolist()
+            raise ArtifactError(f"{path}: {column} must be finite; NaN or inf for categories {bad[:10]}")
+        if np.abs(values).max(initial=0.0) > 1:
+            raise ArtifactError(f"{path}: {column} is a difference of probabilities and must lie in [-1, 1]")
+    se = frame.loc[frame["n_detections"] > 0, "ccece_se"].to_numpy(dtype=np.float64)
+    if not (np.isfinite(se).all() and (se >= 0).all()):
+        raise ArtifactError(f"{path}: ccece_se must be finite and >= 0 for every class with judged detections")
     return frame
 
 
 def read_delta(path: Path | str, categories: list[dict[str, Any]]) -> np.ndarray:
-    """The Delta vector of eq. (5), float32 in category order."""
-    return read_ccece(path, categories)["ccece"].to_numpy(dtype=np.float32)
+    """The Delta vector of eq. (5) (the ``delta`` column), float32 in category order."""
+    return read_ccece(path, [c["id"] for c in categories])["delta"].to_numpy(dtype=np.float32)

@@ -70,7 +70,13 @@ class TimmFeatureBackbone(Backbone):
         }
 
 
-def _efficientnet_lite0_features(weights: str | None) -> nn.Module:
+def _efficientnet_lite0_features(weights: str | None, frozen_bn: bool) -> nn.Module:
+    """The trunk; ``weights`` are loaded when given, and ``frozen_bn`` decides the normalisation layers.
+
+    The two are separate on purpose: a detector built to receive a trained checkpoint (inference,
+    the student) loads no pretrained file, yet must have the same architecture -- frozen BatchNorm
+    included -- as the detector that wrote the checkpoint.
+    """
     features = timm.create_model("tf_efficientnet_lite0", features_only=True, out_indices=(2, 3, 4), pretrained=False)
     if weights:
         full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
@@ -79,6 +85,7 @@ def _efficientnet_lite0_features(weights: str | None) -> nn.Module:
         missing, _ = features.load_state_dict(full.state_dict(), strict=False)
         if missing:
             raise RuntimeError(f"efficientnet_lite0 features: weights miss {missing[:5]}")
+    if frozen_bn:
         # Pretrained statistics with batches of a few images: freeze BatchNorm (as detectron2's
         # ResNets do); a randomly initialised backbone keeps trainable BN (FrozenBN diverges there).
         # timm's converter keeps the fused activation of BatchNormAct2d and its eps.
@@ -88,7 +95,8 @@ def _efficientnet_lite0_features(weights: str | None) -> nn.Module:
 
 @BACKBONE_REGISTRY.register()
 def efficientnet_lite0_fpn(cfg, input_shape: ShapeSpec) -> Backbone:
-    bottom_up = TimmFeatureBackbone(_efficientnet_lite0_features(cfg.MODEL.TIMM.WEIGHTS or None))
+    bottom_up = TimmFeatureBackbone(_efficientnet_lite0_features(cfg.MODEL.TIMM.WEIGHTS or None,
+                                                                 cfg.MODEL.TIMM.FROZEN_BN))
     return FPN(
         bottom_up=bottom_up,
         in_features=bottom_up._out_features,

@@ -30,7 +30,10 @@ def detectron2_config(config: dict[str, Any], num_classes: int, *, solver: dict[
     backbone = model_cfg["backbone"]
     cfg.MODEL.BACKBONE.NAME = backbone
     cfg.MODEL.BACKBONE.FREEZE_AT = 0
-    cfg.MODEL.TIMM = CfgNode({"WEIGHTS": model_cfg["backbone_weights"] or "", "MODEL": model_cfg["timm_model"],
+    # WEIGHTS: the pretrained file to load (blanked when a trained checkpoint follows); FROZEN_BN: the
+    # architecture that goes with pretrained weights, whether or not this build loads them.
+    cfg.MODEL.TIMM = CfgNode({"WEIGHTS": model_cfg["backbone_weights"] or "", "FROZEN_BN": bool(model_cfg["backbone_weights"]),
+                              "MODEL": model_cfg["timm_model"],
                               "PATCH_SIZE": model_cfg["patch_size"]})
     cfg.INPUT.FORMAT = "RGB"
     cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD = (list(v) for v in pixel_stats(backbone, model_cfg["timm_model"]))
@@ -81,7 +84,6 @@ def detectron2_config(config: dict[str, Any], num_classes: int, *, solver: dict[
         return cfg  # inference: the checkpoint sets every weight, no seed needed
     cfg.SEED = config["seed"]
     train_cfg = solver
-    cfg.SOLVER.IMS_PER_BATCH = train_cfg["batch_size"]
     cfg.SOLVER.OPTIMIZER = train_cfg["optimizer"]
     cfg.SOLVER.BASE_LR = train_cfg["base_lr"]
     cfg.SOLVER.WEIGHT_DECAY = train_cfg["weight_decay"]

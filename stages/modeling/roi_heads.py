@@ -4,6 +4,7 @@ eq. 5 for pseudo-labels) and whose inference keeps each detection's full class-s
 * A ground-truth instance may carry ``gt_soft_classes`` (C,), e.g. a calibration-corrected
   pseudo-label; otherwise its target is row ``gt_classes`` of the head's ``class_targets``
   buffer (the eq. (3) matrix, stored in the checkpoint so a teacher carries its own targets).
+  An instance of class -1 is an ignore region: proposals matched to it are left out of the losses.
 * Losses: softmax cross-entropy or the federated sigmoid loss, on those targets.
 * Inference: detections carry ``class_scores`` (C,), the stage-averaged class probabilities of
   the proposal each detection came from; the student's soft pseudo-labels are built from them.
@@ -55,8 +56,16 @@ class SoftTargetOutputLayers(FastRCNNOutputLayers):
     def losses(self, predictions, proposals):
         scores, proposal_deltas = predictions
         gt_classes = cat([p.gt_classes for p in proposals], dim=0) if len(proposals) else torch.empty(0)
-        _log_classification_stats(scores, gt_classes)
         soft = cat([p.gt_soft_classes for p in proposals], dim=0)
+        proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
+        gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals], dim=0)
+        # Proposals on an ignore region of the pseudo-labels (gt class -1) are neither object nor
+        # background: they take no part in any loss, nor in its normalisation.
+        judged = gt_classes >= 0
+        if not bool(judged.all()):
+            scores, proposal_deltas, gt_classes = scores[judged], proposal_deltas[judged], gt_classes[judged]
+            soft, proposal_boxes, gt_boxes = soft[judged], proposal_boxes[judged], gt_boxes[judged]
+        _log_classification_stats(scores, gt_classes)
         target = soft_target_matrix(gt_classes, soft, self.num_classes)
         if self.use_sigmoid_ce:
             mask = None
@@ -67,9 +76,6 @@ class SoftTargetOutputLayers(FastRCNNOutputLayers):
             loss_cls = soft_sigmoid_cross_entropy(scores, target, mask)
         else:
             loss_cls = soft_softmax_cross_entropy(scores, target)
-
-        proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
-        gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals], dim=0)
         losses = {
             "loss_cls": loss_cls,
             "loss_box_reg": self.box_reg_loss(proposal_boxes, gt_boxes, proposal_deltas, gt_classes),

@@ -14,14 +14,16 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from detectron2.config import CfgNode
 from detectron2.engine import hooks
 from detectron2.layers import batched_nms
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
-from stages.core.pseudo_labels import pseudo_label_targets
+from stages.core.pseudo_labels import STUDENT_VARIANTS, pseudo_label_targets
 from stages.data.artifacts import read_delta
 from stages.data.lvis import category_order, dataset_dicts, image_counts, load_lvis, register
 from stages.modeling.build import build_detector, detectron2_config
@@ -41,27 +43,37 @@ from stages.utils.weights import load_checkpoint_state
 
 
 def select_pseudo_labels(detections: Instances, delta: torch.Tensor, lam: float, variant: str, loss: str,
-                         threshold: float, nms_threshold: float = 0.5) -> Instances:
+                         threshold: float, select_on: str = "teacher_score", ignore_threshold: float | None = None,
+                         nms_threshold: float = 0.5) -> Instances:
     """Teacher detections (with ``class_scores`` and ``pred_masks``) -> student targets.
 
-    Kept: detections whose (variant's) class score exceeds ``threshold``; then class-agnostic NMS,
-    since per-class NMS can leave one object under several classes and the soft vector already
-    says how the mass is shared among them.
+    Kept: detections whose selection score (stages.core.pseudo_labels) exceeds ``threshold``, after
+    class-agnostic NMS (per-class NMS can leave one object under several classes, and the soft vector
+    already says how the mass is shared among them). With ``ignore_threshold``, the detections scoring
+    between it and ``threshold`` that survive the same NMS become ignore regions (``gt_classes`` -1):
+    the proposals on them are left out of the classification loss -- neither object nor background,
+    since the teacher was not sure either way.
     """
+    targets, scores = pseudo_label_targets(detections.class_scores, detections.pred_classes, delta, lam, variant, loss,
+                                           select_on)
+    low = threshold if ignore_threshold is None else min(ignore_threshold, threshold)
+    candidates = torch.nonzero(scores > low).flatten()
+    if candidates.numel():
+        boxes = detections.pred_boxes.tensor[candidates]
+        candidates = candidates[batched_nms(boxes, scores[candidates], torch.zeros_like(candidates), nms_threshold)]
+    keep = candidates[scores[candidates] > threshold]
+    band = candidates[scores[candidates] <= threshold]
     out = Instances(detections.image_size)
-    targets, scores = pseudo_label_targets(detections.class_scores, detections.pred_classes, delta, lam, variant, loss)
-    keep = torch.nonzero(scores > threshold).flatten()
-    if keep.numel():
-        boxes = detections.pred_boxes.tensor[keep]
-        nms_keep = batched_nms(boxes, scores[keep], torch.zeros_like(keep), nms_threshold)
-        keep = keep[nms_keep]
-    out.gt_boxes = Boxes(detections.pred_boxes.tensor[keep])
-    out.gt_classes = detections.pred_classes[keep]
-    out.gt_soft_classes = targets[keep]
-    out.pseudo_scores = scores[keep]
+    order = torch.cat([keep, band])
+    out.gt_boxes = Boxes(detections.pred_boxes.tensor[order])
+    out.gt_classes = torch.cat([detections.pred_classes[keep], torch.full_like(detections.pred_classes[band], -1)])
+    out.gt_soft_classes = torch.cat([targets[keep], torch.zeros_like(targets[band])])
+    out.pseudo_scores = scores[order]
     h, w = detections.image_size
-    masks = detections.pred_masks[keep] if detections.has("pred_masks") else torch.zeros((keep.numel(), h, w))
-    out.gt_masks = BitMasks(masks.to(torch.bool))
+    masks = detections.pred_masks[order] if detections.has("pred_masks") else torch.zeros((order.numel(), h, w))
+    masks = masks.to(torch.bool)
+    masks[keep.numel():] = False  # ignore regions teach no mask
+    out.gt_masks = BitMasks(masks)
     return out
 
 
@@ -88,6 +100,7 @@ class StudentLoss:
         self.student_cfg = config["student"]
         self.loss_kind = config["model"]["classifier_loss"]
         self.variant = variant
+        self.uses_unlabeled = STUDENT_VARIANTS.get(variant).uses_unlabeled
         self.device = torch.device(config["device"])
 
     @torch.no_grad()
@@ -104,13 +117,18 @@ class StudentLoss:
         batch = []
         for u, out in zip(unlabeled, outputs):
             pseudo = select_pseudo_labels(out["instances"], self.delta.to(self.device), self.student_cfg["lambda"],
-                                          self.variant, self.loss_kind, self.student_cfg["score_threshold"])
+                                          self.variant, self.loss_kind, self.student_cfg["score_threshold"],
+                                          self.student_cfg["select_on"], self.student_cfg["ignore_threshold"])
             batch.append({"image": u["image"], "height": u["height"], "width": u["width"], "instances": pseudo})
-        # Logged with the losses: how many pseudo-labels survive the (corrected) threshold.
-        get_event_storage().put_scalar("pseudo_labels_per_image", sum(len(b["instances"]) for b in batch) / len(batch))
+        # Logged with the losses: how many pseudo-labels pass the threshold, how many regions are ignored.
+        storage = get_event_storage()
+        storage.put_scalar("pseudo_labels_per_image", sum(int((b["instances"].gt_classes >= 0).sum()) for b in batch) / len(batch))
+        storage.put_scalar("ignored_per_image", sum(int((b["instances"].gt_classes < 0).sum()) for b in batch) / len(batch))
         return batch
 
-    def __call__(self, data: tuple[list[dict], list[dict]]) -> dict[str, torch.Tensor]:
+    def __call__(self, data: tuple[list[dict], ...]) -> dict[str, torch.Tensor]:
+        if not self.uses_unlabeled:  # the control: the same schedule on the labeled stream alone
+            return {f"{k}_labeled": v for k, v in self.student(data[0]).items()}
         labeled, unlabeled = data
         pseudo_batch = self.pseudo_label(unlabeled)
         # Two forward passes, one optimizer step: the labeled loss is backpropagated here (without
@@ -123,6 +141,23 @@ class StudentLoss:
         weight = self.student_cfg["unlabeled_weight"]
         losses.update({f"{k}_unlabeled": weight * v for k, v in self.student(pseudo_batch).items()})
         return losses
+
+
+def build_student(config: dict[str, Any], teacher_weights: Path, num_classes: int,
+                  fed_weights: np.ndarray) -> tuple[CfgNode, torch.nn.Module]:
+    """(detectron2 config with the student's schedule, the student in train mode): the teacher's
+    architecture -- frozen BatchNorm included -- with the teacher's weights.
+
+    The labeled stream keeps the teacher's eq. (3) targets (carried in its checkpoint); the
+    federated loss uses the labeled split's image counts (``fed_weights``).
+    """
+    cfg = detectron2_config(config, num_classes, solver=config["student"])
+    cfg.MODEL.TIMM.WEIGHTS = ""  # the teacher's checkpoint sets every weight; FROZEN_BN stays as configured
+    student = build_detector(cfg)
+    student.load_state_dict(load_checkpoint_state(teacher_weights))
+    student.roi_heads.set_fed_loss_weights(torch.as_tensor(fed_weights))
+    student.train()
+    return cfg, student
 
 
 def train_student(config: dict[str, Any], variant: str, labeled_json: Path, unlabeled_json: Path, image_root: Path,
@@ -140,14 +175,7 @@ def train_student(config: dict[str, Any], variant: str, labeled_json: Path, unla
     delta = torch.as_tensor(read_delta(ccece_path, categories))
 
     teacher = load_detector(config, teacher_weights, num_classes)
-    cfg = detectron2_config(config, num_classes, solver=student_cfg)
-    cfg.MODEL.TIMM.WEIGHTS = ""
-    student = build_detector(cfg)
-    student.load_state_dict(load_checkpoint_state(teacher_weights))
-    # The labeled stream keeps the teacher's eq. (3) targets (carried in its checkpoint); the
-    # federated loss uses this split's image counts.
-    student.roi_heads.set_fed_loss_weights(torch.as_tensor(fed_loss_weights(image_counts(labeled))))
-    student.train()
+    cfg, student = build_student(config, teacher_weights, num_classes, fed_loss_weights(image_counts(labeled)))
     if student_cfg["ema_decay"] is None:
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -161,20 +189,21 @@ def train_student(config: dict[str, Any], variant: str, labeled_json: Path, unla
     checkpoint_dir = prepare_checkpoint_dir(checkpoint_dir, signature)
     setup_logging(checkpoint_dir)
     world_size, rank = comm.get_world_size(), comm.get_rank()
-    if student_cfg["batch_size"] % (2 * world_size):
-        raise ValueError(f"student.batch_size={student_cfg['batch_size']} must split into labeled and unlabeled "
-                         f"halves over {world_size} processes")
-    half = student_cfg["batch_size"] // (2 * world_size)
+    for key in ("labeled_batch_size", "unlabeled_batch_size"):
+        if student_cfg[key] % world_size:
+            raise ValueError(f"student.{key}={student_cfg[key]} does not split over {world_size} processes")
     labeled_weights = sampling_weights(labeled_dicts, config["model"]["repeat_factor_threshold"])
     labeled_mapper, unlabeled_mapper = train_mapper(config), WeakStrongMapper(config)
+    uses_unlabeled = STUDENT_VARIANTS.get(variant).uses_unlabeled
 
     def dataset(start_iter: int) -> ZippedBatches:
-        return ZippedBatches(
-            IterationBatches(labeled_dicts, labeled_mapper, half, config["seed"], start_iter, cfg.SOLVER.MAX_ITER,
-                             labeled_weights, stream=0, rank=rank),
-            IterationBatches(unlabeled_dicts, unlabeled_mapper, half, config["seed"], start_iter, cfg.SOLVER.MAX_ITER,
-                             None, stream=1, rank=rank),
-        )
+        streams = [IterationBatches(labeled_dicts, labeled_mapper, student_cfg["labeled_batch_size"] // world_size,
+                                    config["seed"], start_iter, cfg.SOLVER.MAX_ITER, labeled_weights, stream=0, rank=rank)]
+        if uses_unlabeled:
+            streams.append(IterationBatches(unlabeled_dicts, unlabeled_mapper,
+                                            student_cfg["unlabeled_batch_size"] // world_size, config["seed"],
+                                            start_iter, cfg.SOLVER.MAX_ITER, None, stream=1, rank=rank))
+        return ZippedBatches(*streams)
 
     extra: dict[str, Any] = {}
     if student_cfg["ema_decay"] is not None:

@@ -1,5 +1,5 @@
 """The runs outside the main line, named and described once: the Fig. 2 sweep, the teacher and student
-tuning grids (on holdout15) and the seed repeats.
+tuning grids (on holdout15) and the seed repeats of Table 1.
 
 An experiment is a config overlay (the keys it changes) plus the data it trains on. Its rules get a
 config file written from the run's config and the overlay (one way in for every parameter); its name
@@ -17,7 +17,9 @@ from typing import Any
 class Experiment:
     """``kind``: teacher | student. ``dataset``: the labeled json it trains on (``train85``, ``full``
     or ``full_frac<f>``). ``teacher``: a student's teacher (an experiment name; None: the main line's
-    train85 teacher). ``evalset``: val | holdout15."""
+    train85 teacher). ``delta_on``: the holdout a student's Delta is estimated on, from its teacher's
+    detections (holdout15, or holdout15_a when the student is chosen on holdout15_b). ``evalset``: the
+    set it is evaluated on (val, holdout15, holdout15_b)."""
 
     name: str
     kind: str
@@ -25,6 +27,7 @@ class Experiment:
     overlay: dict[str, Any] = field(default_factory=dict)
     variant: str | None = None
     teacher: str | None = None
+    delta_on: str = "holdout15"
     evalset: str = "val"
 
 
@@ -69,19 +72,38 @@ def teacher_grid(config: dict[str, Any], dataset: str = "train85") -> list[Exper
 
 
 def student_grid(config: dict[str, Any]) -> list[Experiment]:
-    """The lambda x unlabeled-weight grid of the corrected student, from the train85 teacher, on holdout15."""
+    """The lambda x unlabeled-weight grid of the corrected student from the train85 teacher, as the
+    paper tunes it on its 15% split without reusing data: Delta from holdout15's half a, the choice
+    on half b. lambda = 0 is the soft student."""
     return [Experiment(f"student_lam{float(lam):g}_w{float(w):g}", "student", "train85",
                        {"student": {"lambda": lam, "unlabeled_weight": w}}, variant="soft_corrected",
-                       evalset="holdout15")
+                       delta_on="holdout15_a", evalset="holdout15_b")
             for lam in grid_values(config, "student_lambda", "student", "lambda")
             for w in grid_values(config, "student_unlabeled_weight", "student", "unlabeled_weight")]
+
+
+def seed_teacher(seed: int) -> str:
+    return f"seed{seed}_teacher"
+
+
+def seed_experiments(config: dict[str, Any]) -> list[Experiment]:
+    """Table 1 again under every other seed of ``seeds`` (the config's own seed is the main line): the
+    train85 teacher, its CCECE on holdout15 and every student variant, on the same data."""
+    runs = []
+    for seed in config["seeds"]:
+        if seed == config["seed"]:
+            continue
+        runs.append(Experiment(seed_teacher(seed), "teacher", "train85", {"seed": seed}))
+        runs += [Experiment(f"seed{seed}_student_{v}", "student", "train85", {"seed": seed}, variant=v,
+                            teacher=seed_teacher(seed)) for v in config["student"]["variants"]]
+    return runs
 
 
 def experiments(config: dict[str, Any]) -> dict[str, Experiment]:
     """Every experiment of the config, by name."""
     table: dict[str, Experiment] = {}
     for exp in [*sweep_experiments(config), *teacher_grid(config, "train85"), *teacher_grid(config, "full"),
-                *student_grid(config)]:
+                *student_grid(config), *seed_experiments(config)]:
         if exp.name in table and table[exp.name] != exp:
             raise ValueError(f"two experiments are named {exp.name!r}")
         table[exp.name] = exp

@@ -97,3 +97,35 @@ def sweep_figure(table: pd.DataFrame) -> plt.Figure:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def ccece_data(ccece: pd.DataFrame, level_z: float = 1.96) -> pd.DataFrame:
+    """Fig. 5's data: per class, CCECE with its interval (+- z standard errors), the Delta the student
+    uses (shrunk toward the frequency group), and how many detections were judged."""
+    data = ccece[["category_id", "name", "frequency", "n_detections", "ccece", "ccece_se", "delta"]].copy()
+    data["low"] = data["ccece"] - level_z * data["ccece_se"]
+    data["high"] = data["ccece"] + level_z * data["ccece_se"]
+    order = {f: k for k, f in enumerate(FREQUENCY_COLOURS)}
+    return data.sort_values(["frequency", "ccece"], key=lambda c: c.map(order) if c.name == "frequency" else c,
+                            ignore_index=True)
+
+
+def ccece_figure(data: pd.DataFrame) -> plt.Figure:
+    """Per-class CCECE (eq. 4) with its 95% interval, and the shrunk Delta beside it."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(data)), 4))
+    x = range(len(data))
+    for k, row in enumerate(data.itertuples()):
+        colour = FREQUENCY_COLOURS.get(row.frequency, "grey")
+        if row.n_detections > 0:
+            ax.errorbar(k, row.ccece, yerr=[[row.ccece - row.low], [row.high - row.ccece]], fmt="o", color=colour,
+                        ms=4, capsize=2)
+        ax.plot(k + 0.25, row.delta, marker="D", color="black", ms=3)
+    for freq, colour in FREQUENCY_COLOURS.items():
+        ax.plot([], [], "o", color=colour, label=f"CCECE +- 95% ({freq})")
+    ax.plot([], [], "D", color="black", ms=3, label="Delta (shrunk)")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xticks(list(x), data["name"], rotation=90, fontsize=6)
+    ax.set(ylabel="accuracy - confidence", ylim=(-1, 1), title="CCECE per class (teacher on holdout15)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig

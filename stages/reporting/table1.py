@@ -1,4 +1,5 @@
-"""Table 1 of the paper, and the calibration table, from the models' metrics.json files."""
+"""Table 1 of the paper with its intervals, the differences between its rows, and the calibration
+table, from the models' metrics.json files and the bootstrap's intervals."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pandas as pd
 # Table 1 of the paper (LVIS v1 val, mask AP): the reference each of our rows stands for.
 PAPER_TABLE1 = {
     "teacher": ("Supervised + non-unif. smooth. + class corr.", 54.0, 47.0),
+    # not in the paper: the teacher trained on with the students' schedule on labeled data alone
+    "student_labeled_only": ("Control: teacher continued on labeled data only", math.nan, math.nan),
     "student_onehot": ("Semi-supervised baseline, one-hot labels", 54.8, 49.7),
     "student_soft": ("+ soft student targets", 55.5, 53.0),
     "student_soft_corrected": ("+ soft student targets + calibration correction", 56.8, 57.3),
@@ -24,7 +27,12 @@ def load_metrics(eval_dir: Path, models: list[str]) -> dict[str, dict]:
     return {model: json.loads((eval_dir / model / "metrics.json").read_text()) for model in models}
 
 
-def table1(metrics_of: dict[str, dict]) -> pd.DataFrame:
+INTERVAL_METRICS = ("AP", "APr", "APc", "APf")
+
+
+def table1(metrics_of: dict[str, dict], intervals: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per model: mask AP, APr, APc, APf (with ``<metric>_low`` / ``_high``, the bootstrap
+    interval, when ``intervals`` are given), box AP, ECE, and the paper's numbers."""
     rows = []
     for model, metrics in metrics_of.items():
         label, paper_ap, paper_apr = PAPER_TABLE1.get(model, (model, math.nan, math.nan))
@@ -35,6 +43,43 @@ def table1(metrics_of: dict[str, dict]) -> pd.DataFrame:
             "AP_bbox": bbox["AP"], "ECE": metrics["ece"],
             "paper_AP": paper_ap, "paper_APr": paper_apr, "paper_ECE": PAPER_ECE.get(model, math.nan),
         })
+        if intervals is not None:
+            for metric in INTERVAL_METRICS:
+                low, high = _interval(intervals, model, metric)
+                rows[-1] |= {f"{metric}_low": low, f"{metric}_high": high}
+    return pd.DataFrame(rows)
+
+
+def _interval(intervals: pd.DataFrame, what: str, metric: str) -> tuple[float, float]:
+    row = intervals[(intervals["what"] == what) & (intervals["metric"] == metric)]
+    if row.empty:
+        return math.nan, math.nan
+    return float(row["low"].iloc[0]), float(row["high"].iloc[0])
+
+
+def with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 for reading: each metric with a ``_low``/``_high`` pair shown as ``value [low, high]``."""
+    out = frame.copy()
+    for metric in INTERVAL_METRICS:
+        if f"{metric}_low" in out:
+            out[metric] = [f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]" if not math.isnan(lo) else _fmt(v)
+                           for v, lo, hi in zip(out[metric], out[f"{metric}_low"], out[f"{metric}_high"])]
+            out = out.drop(columns=[f"{metric}_low", f"{metric}_high"])
+    return out
+
+
+def differences_table(intervals: pd.DataFrame) -> pd.DataFrame:
+    """The paired differences ("a - b") with their intervals, AP and APr first; ``above_zero`` says
+    whether the whole interval lies above 0."""
+    diffs = intervals[intervals["what"].str.contains(" - ", regex=False)]
+    rows = []
+    for what, part in diffs.groupby("what", sort=False):
+        row: dict[str, object] = {"comparison": what}
+        for metric in INTERVAL_METRICS:
+            r = part[part["metric"] == metric].iloc[0]
+            row[f"d{metric}"] = f"{r['value']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}]"
+            row[f"d{metric}_above_zero"] = bool(r["low"] > 0)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -62,3 +107,26 @@ def calibration_table(metrics_of: dict[str, dict]) -> pd.DataFrame:
                      "ECE_c": by_freq.get("c", math.nan), "ECE_f": by_freq.get("f", math.nan),
                      "paper_ECE": PAPER_ECE.get(model, math.nan)})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def table1_markdown(title: str, frame: pd.DataFrame, metrics_of: dict[str, dict], ece_bins: int,
+                    intervals: pd.DataFrame | None = None, holdout_ece: float | None = None,
+                    dedup: dict | None = None, timings: pd.DataFrame | None = None) -> str:
+    """table1.md: Table 1 (with intervals), the differences between rows, calibration, the run's cost."""
+    parts = [f"# {title}\n", markdown_table(with_intervals(frame))]
+    if intervals is not None:
+        level = "95%"
+        parts.append(f"\nIntervals: {level} paired image-level bootstrap (the same resampled val images for every "
+                     "model).\n\n## Differences between rows (mask AP points)\n\n")
+        parts.append(markdown_table(differences_table(intervals)))
+    parts.append(f"\n## Calibration (ECE, {ece_bins} bins, val detections)\n\n")
+    parts.append(markdown_table(calibration_table(metrics_of)))
+    if holdout_ece is not None:
+        parts.append(f"\nTeacher ECE on holdout15 (source of CCECE): {holdout_ece:.3f}\n")
+    if dedup is not None:
+        parts.append("\nUnlabeled images: " + json.dumps(dedup) + "\n")
+    if timings is not None and len(timings):
+        parts.append(f"\n## Wall time and peak memory per job (Snakemake benchmark files; {timings['seconds'].sum():.0f} s "
+                     "in all)\n\n")
+        parts.append(markdown_table(timings))
+    return "".join(parts)

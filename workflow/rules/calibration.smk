@@ -1,4 +1,5 @@
-# Stage 6: the train85 teacher's detections on holdout15 -> CCECE (eq. 4) and ECE.
+# Stage 6: the train85 teacher's detections on holdout15 -> CCECE (eq. 4) and ECE; the same on
+# holdout15's half a, the Delta of the student's tuning grid (which is chosen on half b).
 
 
 rule predict_holdout:
@@ -16,6 +17,8 @@ rule predict_holdout:
         **rule_resources("predict_holdout"),
     log:
         f"{RUN}/logs/predict_holdout.log",
+    benchmark:
+        f"{RUN}/benchmarks/predict_holdout.tsv",
     shell:
         stage("predict") + " --weights {input.weights:q} --images-json {input.images:q}"
         " --image-root {params.root:q} --out {output:q} > {log:q} 2>&1"
@@ -36,6 +39,23 @@ rule ccece:
         **rule_resources("ccece"),
     log:
         f"{RUN}/logs/ccece.log",
+    benchmark:
+        f"{RUN}/benchmarks/ccece.tsv",
     shell:
         stage("ccece") + " --detections {input.detections:q} --gt {input.gt:q} --out {output.ccece:q}"
         " --ece-json {output.ece:q} --reliability {output.reliability:q} > {log:q} 2>&1"
+
+
+use rule ccece as ccece_holdout_a with:
+    input:
+        config=ancient(RESOLVED_CONFIG),
+        detections=rules.predict_holdout.output[0],
+        gt=HOLDOUT_A_JSON,
+    output:
+        ccece=f"{RUN}/calibration/holdout15_a/ccece.parquet",
+        ece=f"{RUN}/calibration/holdout15_a/ece.json",
+        reliability=f"{RUN}/calibration/holdout15_a/reliability.csv",
+    log:
+        f"{RUN}/logs/ccece_holdout15_a.log",
+    benchmark:
+        f"{RUN}/benchmarks/ccece_holdout15_a.tsv",

@@ -12,6 +12,7 @@ from stages.pipeline.experiments import (
     experiments,
     fraction_dataset,
     merged_config,
+    seed_teacher,
     student_grid,
     sweep_experiments,
     teacher_grid,
@@ -85,6 +86,8 @@ TRAIN_JSON = f"{DATA}/train.json"
 VAL_JSON = f"{DATA}/val.json"
 POOL_JSON = f"{DATA}/pool.json"
 HOLDOUT_JSON = f"{RUN}/split/holdout15.json"
+HOLDOUT_A_JSON = f"{RUN}/split/holdout15_a.json"  # the student's tuning: Delta from half a ...
+HOLDOUT_B_JSON = f"{RUN}/split/holdout15_b.json"  # ... lambda and the unlabeled weight chosen on half b
 IMAGE_ROOT = f"{DATA}/images" if MINILVIS else config["dataset"]["image_root"]
 TEACHER_SPLIT = "full" if config["teacher"]["retrain_full"] else "train85"
 
@@ -100,7 +103,7 @@ def prototypes_dir(dataset):
 
 
 def evalset_json(evalset):
-    return {"val": VAL_JSON, "holdout15": HOLDOUT_JSON}[evalset]
+    return {"val": VAL_JSON, "holdout15": HOLDOUT_JSON, "holdout15_b": HOLDOUT_B_JSON}[evalset]
 
 
 def _tuned_teacher(dataset):

@@ -17,6 +17,8 @@ if MINILVIS:
             **rule_resources("make_minilvis"),
         log:
             f"{RUN}/logs/make_minilvis.log",
+        benchmark:
+            f"{RUN}/benchmarks/make_minilvis.tsv",
         shell:
             stage("make_minilvis") + " --out {params.out:q} > {log:q} 2>&1"
 
@@ -38,6 +40,8 @@ else:
             **rule_resources("import_lvis"),
         log:
             f"{RUN}/logs/import_lvis.log",
+        benchmark:
+            f"{RUN}/benchmarks/import_lvis.tsv",
         shell:
             stage("import_lvis") + " --out-train {output.train:q} --out-val {output.val:q} --out-pool {output.pool:q}"
             " --out-report {output.report:q} > {log:q} 2>&1"
@@ -50,12 +54,15 @@ rule split:
     output:
         train=f"{RUN}/split/train85.json",
         holdout=HOLDOUT_JSON,
+        halves=[HOLDOUT_A_JSON, HOLDOUT_B_JSON],
     params:
         cfg=trigger("split"),
     resources:
         **rule_resources("split"),
     log:
         f"{RUN}/logs/split.log",
+    benchmark:
+        f"{RUN}/benchmarks/split.tsv",
     shell:
         stage("split") + " --train-json {input.train:q} --out-train {output.train:q}"
-        " --out-holdout {output.holdout:q} > {log:q} 2>&1"
+        " --out-holdout {output.holdout:q} --out-halves {output.halves:q} > {log:q} 2>&1"

@@ -18,6 +18,8 @@ rule predict_val:
         **rule_resources("predict_val"),
     log:
         f"{RUN}/logs/predict_val_{{model}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/predict_val_{{model}}.tsv",
     shell:
         stage("predict") + " --weights {input.weights:q} --images-json {input.images:q}"
         " --image-root {params.root:q} --out {output:q} > {log:q} 2>&1"
@@ -40,6 +42,42 @@ rule evaluate:
         **rule_resources("evaluate"),
     log:
         f"{RUN}/logs/evaluate_{{model}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/evaluate_{{model}}.tsv",
     shell:
         stage("evaluate") + " --gt {input.gt:q} --detections {input.detections:q} --out-metrics {output.metrics:q}"
         " --out-per-class {output.per_class:q} --out-reliability {output.reliability:q} > {log:q} 2>&1"
+
+
+def comparisons(models):
+    """Table 1's paired differences: every row against the teacher and against the control, and
+    the corrected student against the soft one."""
+    pairs = [(m, "teacher") for m in models if m != "teacher"]
+    if "student_labeled_only" in models:
+        pairs += [(m, "student_labeled_only") for m in models if m not in ("teacher", "student_labeled_only")]
+    if {"student_soft_corrected", "student_soft"} <= set(models):
+        pairs.append(("student_soft_corrected", "student_soft"))
+    return [f"{a}:{b}" for a, b in pairs]
+
+
+rule bootstrap:
+    """Table 1's intervals: a paired image-level bootstrap over the val images."""
+    input:
+        config=ancient(RESOLVED_CONFIG),
+        gt=VAL_JSON,
+        detections=expand(f"{RUN}/eval/{{model}}/detections.json", model=MODELS),
+    output:
+        f"{RUN}/report/intervals.csv",
+    params:
+        cfg=trigger("bootstrap"),
+        detections=[f"{m}={RUN}/eval/{m}/detections.json" for m in MODELS],
+        compare=comparisons(MODELS),
+    resources:
+        **rule_resources("bootstrap"),
+    log:
+        f"{RUN}/logs/bootstrap.log",
+    benchmark:
+        f"{RUN}/benchmarks/bootstrap.tsv",
+    shell:
+        stage("bootstrap") + " --gt {input.gt:q} --detections {params.detections:q} --compare {params.compare:q}"
+        " --out {output:q} > {log:q} 2>&1"

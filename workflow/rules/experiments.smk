@@ -6,7 +6,7 @@
 
 wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
-    evalset="val|holdout15",
+    evalset="val|holdout15|holdout15_b",
     dataset="|".join(fraction_dataset(f) for f in config["sweep"]["fractions"]),
 
 
@@ -40,6 +40,8 @@ rule subsample:
         **rule_resources("subsample"),
     log:
         f"{RUN}/logs/subsample.log",
+    benchmark:
+        f"{RUN}/benchmarks/subsample.tsv",
     shell:
         stage("subsample") + " --train-json {input.train:q} --out {output:q} > {log:q} 2>&1"
 
@@ -53,6 +55,8 @@ use rule prototypes as experiment_prototypes with:
         prototypes=f"{EXP}/prototypes/{{dataset}}/prototypes.npy",
     log:
         f"{RUN}/logs/prototypes_{{dataset}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/prototypes_{{dataset}}.tsv",
 
 
 use rule similarity as experiment_similarity with:
@@ -66,6 +70,8 @@ use rule similarity as experiment_similarity with:
         cfg=experiment_trigger("similarity"),
     log:
         f"{RUN}/logs/similarity_{{experiment}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/similarity_{{experiment}}.tsv",
 
 
 use rule train_teacher as experiment_teacher with:
@@ -76,13 +82,29 @@ use rule train_teacher as experiment_teacher with:
     output:
         f"{EXP}/{{experiment}}/model_final.pth",
     wildcard_constraints:
-        experiment="|".join(name for name, e in EXPERIMENTS.items() if e.kind == "teacher"),
+        experiment="|".join(name for name, e in EXPERIMENTS.items() if e.kind == "teacher") or "^$",
     params:
         cfg=experiment_trigger("train_teacher"),
         root=IMAGE_ROOT,
         checkpoints=lambda w, output: str(Path(output[0]).parent / "checkpoints"),
     log:
         f"{RUN}/logs/experiment_teacher_{{experiment}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/experiment_teacher_{{experiment}}.tsv",
+
+
+def experiment_teacher_weights(w):
+    teacher = EXPERIMENTS[w.experiment].teacher
+    return holdout_teacher_weights() if teacher is None else f"{EXP}/{teacher}/model_final.pth"
+
+
+def experiment_ccece(w):
+    """A student's Delta: its teacher's CCECE on holdout15 (or on half a of it, for the tuning grid)."""
+    exp = EXPERIMENTS[w.experiment]
+    if exp.teacher is not None:
+        return f"{EXP}/{exp.teacher}/calibration/ccece.parquet"
+    return {"holdout15": f"{RUN}/calibration/ccece.parquet",
+            "holdout15_a": f"{RUN}/calibration/holdout15_a/ccece.parquet"}[exp.delta_on]
 
 
 use rule train_student as experiment_student with:
@@ -90,12 +112,12 @@ use rule train_student as experiment_student with:
         config=experiment_config,
         labeled=lambda w: dataset_json(EXPERIMENTS[w.experiment].dataset),
         unlabeled=f"{RUN}/retrieval/unlabeled.json",
-        teacher=holdout_teacher_weights,
-        ccece=f"{RUN}/calibration/ccece.parquet",
+        teacher=experiment_teacher_weights,
+        ccece=experiment_ccece,
     output:
         f"{EXP}/{{experiment}}/model_final.pth",
     wildcard_constraints:
-        experiment="|".join(name for name, e in EXPERIMENTS.items() if e.kind == "student"),
+        experiment="|".join(name for name, e in EXPERIMENTS.items() if e.kind == "student") or "^$",
     params:
         cfg=experiment_trigger("train_student"),
         variant=lambda w: EXPERIMENTS[w.experiment].variant,
@@ -103,6 +125,8 @@ use rule train_student as experiment_student with:
         checkpoints=lambda w, output: str(Path(output[0]).parent / "checkpoints"),
     log:
         f"{RUN}/logs/experiment_student_{{experiment}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/experiment_student_{{experiment}}.tsv",
 
 
 use rule predict_val as experiment_predict with:
@@ -114,6 +138,8 @@ use rule predict_val as experiment_predict with:
         f"{EXP}/{{experiment}}/eval_{{evalset}}/detections.json",
     log:
         f"{RUN}/logs/experiment_predict_{{experiment}}_{{evalset}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/experiment_predict_{{experiment}}_{{evalset}}.tsv",
 
 
 use rule evaluate as experiment_evaluate with:
@@ -127,6 +153,23 @@ use rule evaluate as experiment_evaluate with:
         reliability=f"{EXP}/{{experiment}}/eval_{{evalset}}/reliability.csv",
     log:
         f"{RUN}/logs/experiment_evaluate_{{experiment}}_{{evalset}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/experiment_evaluate_{{experiment}}_{{evalset}}.tsv",
+
+
+use rule ccece as experiment_ccece with:
+    input:
+        config=ancient(RESOLVED_CONFIG),
+        detections=f"{EXP}/{{experiment}}/eval_holdout15/detections.json",
+        gt=HOLDOUT_JSON,
+    output:
+        ccece=f"{EXP}/{{experiment}}/calibration/ccece.parquet",
+        ece=f"{EXP}/{{experiment}}/calibration/ece.json",
+        reliability=f"{EXP}/{{experiment}}/calibration/reliability.csv",
+    log:
+        f"{RUN}/logs/experiment_ccece_{{experiment}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/experiment_ccece_{{experiment}}.tsv",
 
 
 def experiment_metrics(exps):
@@ -213,3 +256,51 @@ rule student_tuned_config:
     shell:
         f"{shlex.quote(sys.executable)} -m stages.write_config --config {{input.config:q}} --overlay {{input.choice:q}}"
         " --out {output:q} > {log:q} 2>&1"
+
+
+def seed_models(seed):
+    """Table 1's rows under ``seed``: (model, metrics.json, detections.json); the main line for the
+    config's own seed."""
+    if seed == config["seed"]:
+        return [(m, f"{RUN}/eval/{m}/metrics.json", f"{RUN}/eval/{m}/detections.json") for m in MODELS]
+    names = [("teacher", seed_teacher(seed))] + [(f"student_{v}", f"seed{seed}_student_{v}")
+                                                  for v in config["student"]["variants"]]
+    return [(m, f"{EXP}/{n}/eval_val/metrics.json", f"{EXP}/{n}/eval_val/detections.json") for m, n in names]
+
+
+use rule bootstrap as seed_bootstrap with:
+    input:
+        config=ancient(RESOLVED_CONFIG),
+        gt=VAL_JSON,
+        detections=lambda w: [d for _, _, d in seed_models(int(w.seed))],
+    output:
+        f"{RUN}/seeds/seed{{seed}}_intervals.csv",
+    params:
+        cfg=trigger("bootstrap"),
+        detections=lambda w: [f"{m}={d}" for m, _, d in seed_models(int(w.seed))],
+        compare=comparisons(MODELS),
+    log:
+        f"{RUN}/logs/seed_bootstrap_{{seed}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/seed_bootstrap_{{seed}}.tsv",
+
+
+rule seeds:
+    """Table 1 under every seed of `seeds` (not part of `all`): mean +- std per row, and each seed's
+    paired-bootstrap differences."""
+    input:
+        metrics=[m for s in config["seeds"] for _, m, _ in seed_models(s)],
+        intervals=[f"{RUN}/seeds/seed{s}_intervals.csv" for s in config["seeds"]],
+    output:
+        table=f"{RUN}/seeds/seeds.csv",
+        differences=f"{RUN}/seeds/seeds_differences.csv",
+        md=report(f"{RUN}/seeds/seeds.md", category="Seeds", caption="../report/seeds.rst"),
+    params:
+        runs=[f"{s}:{model}:{m}" for s in config["seeds"] for model, m, _ in seed_models(s)],
+        intervals=[f"{s}:{RUN}/seeds/seed{s}_intervals.csv" for s in config["seeds"]],
+    localrule: True
+    log:
+        f"{RUN}/logs/seeds.log",
+    shell:
+        f"{shlex.quote(sys.executable)} -m stages.seeds_report --runs {{params.runs:q}} --intervals {{params.intervals:q}}"
+        " --out-table {output.table:q} --out-differences {output.differences:q} --out-md {output.md:q} > {log:q} 2>&1"

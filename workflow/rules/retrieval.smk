@@ -16,6 +16,8 @@ rule embed_crops:
         **rule_resources("embed_crops"),
     log:
         f"{RUN}/logs/embed_crops.log",
+    benchmark:
+        f"{RUN}/benchmarks/embed_crops.tsv",
     shell:
         stage("embed_crops") + " --train-json {input.train:q} --image-root {params.root:q}"
         " --out-npy {output.npy:q} --out-index {output.index:q} > {log:q} 2>&1"
@@ -41,6 +43,8 @@ rule embed_images:
         **rule_resources("embed_images"),
     log:
         f"{RUN}/logs/embed_images_{{images}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/embed_images_{{images}}.tsv",
     shell:
         stage("embed_images") + " --images-json {input.images:q} --image-root {params.root:q}"
         " --out-npy {output.npy:q} --out-index {output.index:q} --out-report {output.report:q}"
@@ -62,6 +66,8 @@ rule retrieve:
         **rule_resources("retrieve"),
     log:
         f"{RUN}/logs/retrieve.log",
+    benchmark:
+        f"{RUN}/benchmarks/retrieve.tsv",
     shell:
         stage("retrieve") + " --queries {input.queries:q} --query-index {input.query_index:q}"
         " --pool {input.pool:q} --pool-index {input.pool_index:q} --out {output:q} > {log:q} 2>&1"
@@ -87,6 +93,8 @@ rule dedup:
         **rule_resources("dedup"),
     log:
         f"{RUN}/logs/dedup.log",
+    benchmark:
+        f"{RUN}/benchmarks/dedup.tsv",
     shell:
         stage("dedup") + " --neighbours {input.neighbours:q} --pool-json {input.pool_json:q}"
         " --pool-npy {input.pool:q} --pool-index {input.pool_index:q}"

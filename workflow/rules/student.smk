@@ -22,6 +22,8 @@ rule train_student:
         **training_resources("train_student", "student"),
     log:
         f"{RUN}/logs/train_student_{{variant}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/train_student_{{variant}}.tsv",
     shell:
         training_stage("train_student", "student", "train_student") + " --variant {params.variant:q}"
         " --labeled-json {input.labeled:q} --unlabeled-json {input.unlabeled:q} --image-root {params.root:q}"

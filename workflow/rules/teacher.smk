@@ -18,6 +18,8 @@ rule prototypes:
         **rule_resources("prototypes"),
     log:
         f"{RUN}/logs/prototypes{{suffix}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/prototypes{{suffix}}.tsv",
     shell:
         stage("prototypes") + " --train-json {input.train:q} --image-root {params.root:q}"
         " --out-categories {output.categories:q} --out-prototypes {output.prototypes:q} > {log:q} 2>&1"
@@ -38,6 +40,8 @@ rule similarity:
         **rule_resources("similarity"),
     log:
         f"{RUN}/logs/similarity{{suffix}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/similarity{{suffix}}.tsv",
     shell:
         stage("similarity") + " --prototypes {input.prototypes:q} --categories {input.categories:q}"
         " --out {output:q} > {log:q} 2>&1"
@@ -61,6 +65,8 @@ rule train_teacher:
         **training_resources("train_teacher", "teacher"),
     log:
         f"{RUN}/logs/train_teacher_{{split}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/train_teacher_{{split}}.tsv",
     shell:
         training_stage("train_teacher", "teacher", "train_teacher") + " --train-json {input.train:q}"
         " --image-root {params.root:q} --similarity {input.similarity:q} --out {output:q}"
