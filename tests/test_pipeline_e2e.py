@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,16 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def _merged(config: dict, change: dict) -> dict:
+    from stages.pipeline.experiments import merged_config
+
+    return merged_config(config, change)
 
 
 def _run_dir(config_file: Path) -> Path:
@@ -22,7 +30,7 @@ def _run_dir(config_file: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file):
+def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file, tmp_path):
     proc = subprocess.run([*SNAKEMAKE, "all", "--cores", "2", "--configfile", str(tiny_config_file)],
                           cwd=repo, capture_output=True, text=True, timeout=1800)
     run = _run_dir(tiny_config_file)
@@ -46,12 +54,23 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file):
     np.testing.assert_allclose(similarity.sum(axis=1), 1.0, rtol=1e-5)
 
     ccece = pd.read_parquet(run / "calibration" / "ccece.parquet")
-    for column in ("category_id", "name", "frequency", "n_detections", "accuracy", "confidence", "ccece"):
+    for column in ("category_id", "name", "frequency", "n_detections", "accuracy", "confidence", "ccece", "ccece_se",
+                   "delta"):
         assert column in ccece.columns
     assert len(ccece) == num_classes
     assert b"ece" in pq.read_schema(run / "calibration" / "ccece.parquet").metadata
     judged = ccece[ccece["n_detections"] > 0]
-    np.testing.assert_allclose(judged["ccece"], judged["accuracy"] - judged["confidence"], atol=1e-6)
+    np.testing.assert_allclose(judged["ccece"], judged["accuracy"] - judged["confidence"], atol=1e-9)  # eq. (4)
+    assert (judged["ccece_se"] > 0).all() and ccece.loc[ccece["n_detections"] == 0, "ccece"].eq(0).all()
+    assert ccece["delta"].between(-1, 1).all()
+
+    # the teacher's checkpoint carries the eq. (3) targets of the configured smoothing, eps and S'
+    from stages.core.smoothing import smoothed_targets
+
+    teacher_state = torch.load(run / "teacher" / "train85" / "model_final.pth", map_location="cpu", weights_only=True)
+    config = yaml.safe_load(tiny_config_file.read_text())
+    np.testing.assert_array_equal(teacher_state["model"]["roi_heads.class_targets"].numpy(),
+                                  smoothed_targets(config["teacher"]["smoothing"], similarity, config["teacher"]["eps"]))
 
     unlabeled = json.loads((run / "retrieval" / "unlabeled.json").read_text())
     assert unlabeled["images"]
@@ -61,7 +80,8 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file):
     leaked = [i for i in kept if (truth[i]["duplicate_of"] or {}).get("kind") == "val_copy"]
     assert not leaked
 
-    for model in ("teacher", "student_onehot", "student_soft", "student_soft_corrected"):
+    models = ["teacher", "student_labeled_only", "student_onehot", "student_soft", "student_soft_corrected"]
+    for model in models:
         metrics = json.loads((run / "eval" / model / "metrics.json").read_text())
         for kind in ("segm", "bbox"):
             for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"):
@@ -74,7 +94,17 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file):
 
     report = run / "report"
     table = pd.read_csv(report / "table1.csv")
-    assert table["model"].tolist() == ["teacher", "student_onehot", "student_soft", "student_soft_corrected"]
+    assert table["model"].tolist() == models
+    intervals = pd.read_csv(report / "intervals.csv")
+    assert set(intervals["what"]) >= set(models) | {"student_soft_corrected - teacher", "student_soft_corrected - student_soft",
+                                                    "student_soft - student_labeled_only"}
+    finite = intervals.dropna()
+    assert len(finite) and (finite["low"] <= finite["high"]).all()
+    assert table[["AP_low", "AP_high", "APr_low", "APr_high"]].notna().all().all()
+    timings = pd.read_csv(report / "timings.csv")
+    assert {"train_teacher_train85", "train_student_soft_corrected", "bootstrap", "predict_val_teacher"} <= set(timings["job"])
+    assert (timings["seconds"] > 0).all()
+    assert (report / "fig5_ccece.png").read_bytes()[:4] == b"\x89PNG"
     for png in ("fig3_reliability.png", "fig4_per_class_ap.png"):
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert set(pd.read_csv(report / png.replace(".png", ".csv"))["model"]) == {"teacher", "student_soft_corrected"}
@@ -95,6 +125,20 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file):
     proc = subprocess.run([*SNAKEMAKE, str(run / "calibration" / "ccece.parquet"), "-n", "--cores", "2",
                            "--configfile", str(tiny_config_file)], cwd=repo, capture_output=True, text=True)
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
+
+    # A changed config value reruns exactly the stages that declare it (and what follows from them).
+    def rerun_jobs(change: dict) -> set[str]:
+        changed = tmp_path / "changed.yaml"
+        changed.write_text(yaml.safe_dump(_merged(config, change)))
+        done = subprocess.run([*SNAKEMAKE, "all", "-n", "--cores", "2", "--configfile", str(changed)], cwd=repo,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return set(re.findall(r"^(?:local)?rule (\w+):", done.stdout, re.M))
+
+    reseeded = rerun_jobs({"seed": config["seed"] + 1})
+    assert "retrieve" in reseeded  # retrieve declares seed (its IVF training sample)
+    other_eps = rerun_jobs({"teacher": {"eps": config["teacher"]["eps"] + 0.05}})
+    assert "train_teacher" in other_eps and "similarity" not in other_eps and "retrieve" not in other_eps
 
 
 def test_config_error_names_the_key(repo, tmp_path):
@@ -130,7 +174,7 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
 
     config = tiny_config(tmp_path / "results", run="tuned")
     config["teacher"].update(retrain_full=True, use_tuned=True)
-    config["tuning"] = {"teacher_eps": [0.1, 0.3], "teacher_gamma": [1.5], "student_lambda": [0.5, 2.0],
+    config["tuning"] = {"teacher_eps": [0.1, 0.3], "teacher_gamma": [1.5], "student_lambda": [0.0, 2.0],
                         "student_unlabeled_weight": [1.0]}
     config["student"].update(use_tuned=True, ema_decay=0.99)  # also runs the EMA teacher path
     config["sweep"] = {"fractions": [0.5, 1.0], "variants": ["onehot", "similarity_frequency"]}
@@ -155,7 +199,15 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     assert final_config["teacher"]["eps"] == choice["teacher"]["eps"]
     # lambda tuned on holdout15 with soft_corrected students, then used by the main-line student
     student_grid = pd.read_csv(run / "tuning" / "student_grid.csv")
-    assert sorted(student_grid["student.lambda"]) == [0.5, 2.0]
+    assert sorted(student_grid["student.lambda"]) == [0.0, 2.0]  # lambda 0: the soft student
+    # Delta from holdout15's half a, the choice on half b: the two halves share no image
+    halves = [json.loads((run / "split" / f"holdout15_{h}.json").read_text()) for h in "ab"]
+    assert not {i["id"] for i in halves[0]["images"]} & {i["id"] for i in halves[1]["images"]}
+    holdout_ids = {i["id"] for i in json.loads((run / "split" / "holdout15.json").read_text())["images"]}
+    assert {i["id"] for h in halves for i in h["images"]} == holdout_ids
+    assert (run / "calibration" / "holdout15_a" / "ccece.parquet").exists()
+    for lam in ("0", "2"):
+        assert (run / "experiments" / f"student_lam{lam}_w1" / "eval_holdout15_b" / "metrics.json").exists()
     student_choice = json.loads((run / "tuning" / "student_choice.json").read_text())
     signature = json.loads((run / "student" / "soft_corrected" / "checkpoints" / "signature.json").read_text())
     assert signature["config"]["student"]["lambda"] == student_choice["student"]["lambda"]

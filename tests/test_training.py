@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -118,3 +119,28 @@ def test_killed_student_with_ema_teacher_resumes_to_identical_weights(repo, tiny
     # the EMA teacher is part of each checkpoint
     last = torch.load(tmp_path / "b" / "model_final.pth", map_location="cpu", weights_only=True)
     assert "teacher" in last
+
+
+@pytest.mark.slow
+def test_teacher_checkpoint_carries_the_configured_targets(tiny_minilvis, tmp_path):
+    """The teacher's class targets are eq. (3) of its smoothing, eps and S'; another eps, other targets."""
+    import copy
+
+    from stages.core.smoothing import smoothed_targets
+    from stages.modeling.teacher import train_teacher
+
+    train_json = tiny_minilvis / "train.json"
+    num_classes = len(json.loads(train_json.read_text())["categories"])
+    sprime = np.random.default_rng(0).dirichlet(np.ones(num_classes), size=num_classes).astype(np.float32)
+    np.save(tmp_path / "s.npy", sprime)
+    config = tiny_config(tmp_path / "results")
+    config["teacher"].update(smoothing="similarity_frequency", iterations=1, warmup_iters=0)
+    targets = {}
+    for eps in (0.1, 0.3):
+        config["teacher"]["eps"] = eps
+        out = tmp_path / f"teacher_{eps}.pth"
+        train_teacher(copy.deepcopy(config), train_json, tiny_minilvis / "images", tmp_path / "s.npy", out,
+                      tmp_path / f"ckpt_{eps}")
+        targets[eps] = _weights(out)["roi_heads.class_targets"].numpy()
+        np.testing.assert_array_equal(targets[eps], smoothed_targets("similarity_frequency", sprime, eps))
+    assert not np.allclose(targets[0.1], targets[0.3])
