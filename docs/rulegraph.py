@@ -1,6 +1,6 @@
 """Turn `snakemake --rulegraph mermaid-js` output into the DAG picture of docs/design.md.
 
-Every rule reads the run's resolved config; its edges are left out so that the data flow shows.
+Every rule reads its config file (config/<stage>.yaml); those edges are left out so that the data flow shows.
 `make dag` runs this and rewrites the block between the markers in docs/design.md.
 
 Usage: snakemake --rulegraph mermaid-js -- paper_tables | python docs/rulegraph.py docs/design.md
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 BEGIN, END = "<!-- rulegraph: begin (make dag) -->", "<!-- rulegraph: end -->"
-HIDDEN = {"resolved_config", "experiment_config"}
+HIDDEN = {"stage_config", "experiment_stage_config"}
 
 
 def mermaid(rulegraph: str) -> str:

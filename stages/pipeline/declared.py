@@ -41,3 +41,8 @@ def declared_hash(config: dict[str, Any], stage: str) -> str:
     """Rerun trigger of a rule running ``stage``: the hash of the values of its declared keys."""
     payload = json.dumps(declared_values(config, declared_keys(stage)), sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+def stage_names() -> list[str]:
+    """The rule CLIs: the modules at the top of stages/."""
+    return sorted(p.stem for p in STAGES_DIR.glob("*.py") if p.stem != "__init__")

@@ -1,10 +1,9 @@
 """The one loader of the pipeline's configuration.
 
 Snakemake validates the config against workflow/schemas/config.schema.yaml (filling defaults)
-and a rule writes the resolved config to ``results/<run>/config.yaml``. Every stage CLI reads the
-config file it is given with :func:`load_stage_config`, which returns only the keys the stage
-declares in its ``CONFIG_KEYS`` (stages.pipeline.declared hashes exactly those for the rule's rerun
-trigger). The layout of ``results/<run>/`` is known only to workflow/rules/common.smk; stages receive
+and the rule ``stage_config`` writes it to ``results/<run>/config/<stage>.yaml`` whenever a value
+the stage declares changes. Every stage CLI reads the config file it is given with
+:func:`load_stage_config`, which returns only the keys the stage declares in its ``CONFIG_KEYS``. The layout of ``results/<run>/`` is known only to workflow/rules/common.smk; stages receive
 explicit paths.
 """
 
@@ -134,7 +133,7 @@ def load_stage_config(path: str | Path, keys: tuple[str, ...]) -> DeclaredConfig
 
 
 def write_config(config: dict[str, Any], target: str | Path) -> None:
-    """A config as YAML, atomically (the resolved config every stage of a run reads)."""
+    """A config as YAML, atomically (the config file a stage of a run reads)."""
     from stages.utils.atomic import write_text
 
     plain = json.loads(json.dumps(config))  # plain dicts and lists, whatever mapping types came in

@@ -4,13 +4,12 @@
 
 rule predict_holdout:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("predict"),
         weights=holdout_teacher_weights,
         images=HOLDOUT_JSON,
     output:
         f"{RUN}/calibration/holdout_detections.parquet",
     params:
-        cfg=trigger("predict"),
         root=IMAGE_ROOT,
     threads: config["num_threads"]
     resources:
@@ -26,7 +25,7 @@ rule predict_holdout:
 
 rule ccece:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("ccece"),
         detections=rules.predict_holdout.output[0],
         gt=HOLDOUT_JSON,
     output:
@@ -34,7 +33,6 @@ rule ccece:
         ece=f"{RUN}/calibration/ece.json",
         reliability=f"{RUN}/calibration/reliability.csv",
     params:
-        cfg=trigger("ccece"),
     resources:
         **rule_resources("ccece"),
     log:
@@ -48,7 +46,7 @@ rule ccece:
 
 use rule ccece as ccece_holdout_a with:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("ccece"),
         detections=rules.predict_holdout.output[0],
         gt=HOLDOUT_A_JSON,
     output:

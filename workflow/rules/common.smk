@@ -1,12 +1,13 @@
 # Paths and helpers shared by all rules: the one place that knows the layout of results/<run>/.
-# Every stage reads the config file its rule names (input `config`); the rule's rerun trigger
-# (params `cfg`) is the hash of exactly the keys the stage declares (stages/pipeline/declared.py).
+# Every stage reads the config file its rule names (input `config`): config/<stage>.yaml, rewritten
+# only when a key the stage declares changes (stages/pipeline/declared.py), so that exactly the
+# jobs of the stages that read a changed value rerun.
 import json
 import shlex
 import sys
 from pathlib import Path
 
-from stages.pipeline.declared import declared_hash
+from stages.pipeline.declared import declared_hash, stage_names
 from stages.pipeline.experiments import (
     chosen_teacher,
     experiments,
@@ -23,9 +24,9 @@ from stages.utils.config import write_config
 check_registered(config)
 
 RUN = f"{config['results_dir']}/{config['run']}"
-RESOLVED_CONFIG = f"{RUN}/config.yaml"
 EXP = f"{RUN}/experiments"
 EXPERIMENTS = experiments(config)
+STAGES = stage_names()
 
 # Light rules run on the submitting machine, not as Slurm jobs (the localrules directive, with the
 # names from the config).
@@ -37,13 +38,19 @@ def stage(name):
     return f"{shlex.quote(sys.executable)} -m stages.{name} --config {{input.config:q}}"
 
 
+def stage_config(name):
+    """The config file stage `name` reads in the main line."""
+    return f"{RUN}/config/{name}.yaml"
+
+
+def experiment_stage_config(name):
+    """The config file stage `name` reads in an experiment (the run's config with its overlay)."""
+    return lambda w: f"{EXP}/{w.experiment}/config/{name}.yaml"
+
+
 def trigger(name, overlay=None):
-    """Rerun trigger of a rule running stage `name` (under an experiment's overlay)."""
+    """When stage `name`'s config file is rewritten: the hash of the values it declares."""
     return declared_hash(merged_config(config, overlay) if overlay else config, name)
-
-
-def experiment_trigger(name):
-    return lambda w: trigger(name, EXPERIMENTS[w.experiment].overlay)
 
 
 def rule_resources(name):
@@ -128,7 +135,7 @@ def final_teacher_weights(wildcards=None):
 
 
 # The main-line students read the run's config, or with student.use_tuned its tuned copy.
-STUDENT_CONFIG = f"{RUN}/tuning/student_config.yaml" if config["student"]["use_tuned"] else RESOLVED_CONFIG
+STUDENT_CONFIG = f"{RUN}/tuning/train_student.yaml" if config["student"]["use_tuned"] else stage_config("train_student")
 
 MODELS = ["teacher"] + [f"student_{v}" for v in config["student"]["variants"]]
 
@@ -145,14 +152,16 @@ def report_outputs():
             f"{RUN}/report/fig4_per_class_ap.csv"]
 
 
-rule resolved_config:
-    """The validated config with its defaults: the file every stage of the main line reads. A
-    change of it reruns only the stages whose declared keys changed (their inputs take it as
-    ancient, their params carry the trigger)."""
+rule stage_config:
+    """The validated config with its defaults, as stage `stage` reads it. It is rewritten only when
+    a value the stage declares changes (params), so a new value reruns the stages that read it --
+    their config file is newer than their outputs -- and nothing else."""
     output:
-        RESOLVED_CONFIG,
+        f"{RUN}/config/{{stage}}.yaml",
+    wildcard_constraints:
+        stage="|".join(STAGES),
     params:
-        config=config,
+        declared=lambda w: trigger(w.stage),
     localrule: True
     run:
-        write_config(params.config, output[0])
+        write_config(config, output[0])

@@ -4,14 +4,13 @@ if MINILVIS:
 
     rule make_minilvis:
         input:
-            config=ancient(RESOLVED_CONFIG),
+            config=stage_config("make_minilvis"),
         output:
             train=TRAIN_JSON,
             val=VAL_JSON,
             pool=POOL_JSON,
             truth=f"{DATA}/pool_truth.json",
         params:
-            cfg=trigger("make_minilvis"),
             out=DATA,
         resources:
             **rule_resources("make_minilvis"),
@@ -28,14 +27,13 @@ else:
     # built before any data exists; stages.import_lvis checks them and names what is missing.
     rule import_lvis:
         input:
-            config=ancient(RESOLVED_CONFIG),
+            config=stage_config("import_lvis"),
         output:
             train=TRAIN_JSON,
             val=VAL_JSON,
             pool=POOL_JSON,
             report=f"{DATA}/validation.csv",
         params:
-            cfg=trigger("import_lvis"),
         resources:
             **rule_resources("import_lvis"),
         log:
@@ -49,14 +47,13 @@ else:
 
 rule split:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("split"),
         train=TRAIN_JSON,
     output:
         train=f"{RUN}/split/train85.json",
         holdout=HOLDOUT_JSON,
         halves=[HOLDOUT_A_JSON, HOLDOUT_B_JSON],
     params:
-        cfg=trigger("split"),
     resources:
         **rule_resources("split"),
     log:

@@ -3,7 +3,7 @@
 
 rule predict_val:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("predict"),
         weights=model_weights,
         images=VAL_JSON,
     output:
@@ -11,7 +11,6 @@ rule predict_val:
     wildcard_constraints:
         model="|".join(MODELS),
     params:
-        cfg=trigger("predict"),
         root=IMAGE_ROOT,
     threads: config["num_threads"]
     resources:
@@ -27,7 +26,7 @@ rule predict_val:
 
 rule evaluate:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("evaluate"),
         detections=rules.predict_val.output[0],
         gt=VAL_JSON,
     output:
@@ -37,7 +36,6 @@ rule evaluate:
     wildcard_constraints:
         model="|".join(MODELS),
     params:
-        cfg=trigger("evaluate"),
     resources:
         **rule_resources("evaluate"),
     log:
@@ -63,13 +61,12 @@ def comparisons(models):
 rule bootstrap:
     """Table 1's intervals: a paired image-level bootstrap over the val images."""
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("bootstrap"),
         gt=VAL_JSON,
         detections=expand(f"{RUN}/eval/{{model}}/detections.json", model=MODELS),
     output:
         f"{RUN}/report/intervals.csv",
     params:
-        cfg=trigger("bootstrap"),
         detections=[f"{m}={RUN}/eval/{m}/detections.json" for m in MODELS],
         compare=comparisons(MODELS),
     resources:

@@ -10,32 +10,28 @@ wildcard_constraints:
     dataset="|".join(fraction_dataset(f) for f in config["sweep"]["fractions"]),
 
 
-def experiment_config(w):
-    return ancient(f"{EXP}/{w.experiment}/config.yaml")
-
-
-rule experiment_config:
-    """An experiment's config: the run's config with the experiment's overlay."""
-    input:
-        ancient(RESOLVED_CONFIG),
+rule experiment_stage_config:
+    """The config file of stage `stage` in an experiment: the run's config with the experiment's
+    overlay, rewritten when a value the stage declares changes."""
     output:
-        f"{EXP}/{{experiment}}/config.yaml",
+        f"{EXP}/{{experiment}}/config/{{stage}}.yaml",
+    wildcard_constraints:
+        stage="|".join(STAGES),
     params:
-        config=lambda w: merged_config(config, EXPERIMENTS[w.experiment].overlay),
+        declared=lambda w: trigger(w.stage, EXPERIMENTS[w.experiment].overlay),
     localrule: True
     run:
-        write_config(params.config, output[0])
+        write_config(merged_config(config, EXPERIMENTS[wildcards.experiment].overlay), output[0])
 
 
 rule subsample:
     """Fig. 2's class-keeping fractions of the full labeled train set, one json per fraction."""
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("subsample"),
         train=TRAIN_JSON,
     output:
         [dataset_json(fraction_dataset(f)) for f in config["sweep"]["fractions"]],
     params:
-        cfg=trigger("subsample"),
     resources:
         **rule_resources("subsample"),
     log:
@@ -48,7 +44,7 @@ rule subsample:
 
 use rule prototypes as experiment_prototypes with:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("prototypes"),
         train=lambda w: dataset_json(w.dataset),
     output:
         categories=f"{EXP}/prototypes/{{dataset}}/categories.parquet",
@@ -61,13 +57,11 @@ use rule prototypes as experiment_prototypes with:
 
 use rule similarity as experiment_similarity with:
     input:
-        config=experiment_config,
+        config=experiment_stage_config("similarity"),
         categories=lambda w: f"{prototypes_dir(EXPERIMENTS[w.experiment].dataset)}/categories.parquet",
         prototypes=lambda w: f"{prototypes_dir(EXPERIMENTS[w.experiment].dataset)}/prototypes.npy",
     output:
         f"{EXP}/{{experiment}}/similarity.npy",
-    params:
-        cfg=experiment_trigger("similarity"),
     log:
         f"{RUN}/logs/similarity_{{experiment}}.log",
     benchmark:
@@ -76,7 +70,7 @@ use rule similarity as experiment_similarity with:
 
 use rule train_teacher as experiment_teacher with:
     input:
-        config=experiment_config,
+        config=experiment_stage_config("train_teacher"),
         train=lambda w: dataset_json(EXPERIMENTS[w.experiment].dataset),
         similarity=f"{EXP}/{{experiment}}/similarity.npy",
     output:
@@ -84,7 +78,6 @@ use rule train_teacher as experiment_teacher with:
     wildcard_constraints:
         experiment="|".join(name for name, e in EXPERIMENTS.items() if e.kind == "teacher") or "^$",
     params:
-        cfg=experiment_trigger("train_teacher"),
         root=IMAGE_ROOT,
         checkpoints=lambda w, output: str(Path(output[0]).parent / "checkpoints"),
     log:
@@ -109,7 +102,7 @@ def experiment_ccece(w):
 
 use rule train_student as experiment_student with:
     input:
-        config=experiment_config,
+        config=experiment_stage_config("train_student"),
         labeled=lambda w: dataset_json(EXPERIMENTS[w.experiment].dataset),
         unlabeled=f"{RUN}/retrieval/unlabeled.json",
         teacher=experiment_teacher_weights,
@@ -119,7 +112,6 @@ use rule train_student as experiment_student with:
     wildcard_constraints:
         experiment="|".join(name for name, e in EXPERIMENTS.items() if e.kind == "student") or "^$",
     params:
-        cfg=experiment_trigger("train_student"),
         variant=lambda w: EXPERIMENTS[w.experiment].variant,
         root=IMAGE_ROOT,
         checkpoints=lambda w, output: str(Path(output[0]).parent / "checkpoints"),
@@ -131,7 +123,7 @@ use rule train_student as experiment_student with:
 
 use rule predict_val as experiment_predict with:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("predict"),
         weights=f"{EXP}/{{experiment}}/model_final.pth",
         images=lambda w: evalset_json(w.evalset),
     output:
@@ -144,7 +136,7 @@ use rule predict_val as experiment_predict with:
 
 use rule evaluate as experiment_evaluate with:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("evaluate"),
         detections=f"{EXP}/{{experiment}}/eval_{{evalset}}/detections.json",
         gt=lambda w: evalset_json(w.evalset),
     output:
@@ -159,7 +151,7 @@ use rule evaluate as experiment_evaluate with:
 
 use rule ccece as experiment_ccece with:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("ccece"),
         detections=f"{EXP}/{{experiment}}/eval_holdout15/detections.json",
         gt=HOLDOUT_JSON,
     output:
@@ -246,10 +238,10 @@ rule student_tuned_config:
     """The main-line students' config with student.use_tuned: the run's config with the chosen
     lambda and unlabeled weight."""
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("train_student"),
         choice=lambda w: checkpoints.tune_student.get().output.choice,
     output:
-        f"{RUN}/tuning/student_config.yaml",
+        f"{RUN}/tuning/train_student.yaml",
     localrule: True
     log:
         f"{RUN}/logs/student_tuned_config.log",
@@ -270,13 +262,12 @@ def seed_models(seed):
 
 use rule bootstrap as seed_bootstrap with:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("bootstrap"),
         gt=VAL_JSON,
         detections=lambda w: [d for _, _, d in seed_models(int(w.seed))],
     output:
         f"{RUN}/seeds/seed{{seed}}_intervals.csv",
     params:
-        cfg=trigger("bootstrap"),
         detections=lambda w: [f"{m}={d}" for m, _, d in seed_models(int(w.seed))],
         compare=comparisons(MODELS),
     log:

@@ -19,7 +19,7 @@ def main_line_benchmarks():
 
 rule report:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("report"),
         metrics=expand(f"{RUN}/eval/{{model}}/metrics.json", model=MODELS),
         per_class=expand(f"{RUN}/eval/{{model}}/per_class_ap.csv", model=MODELS),
         reliability=expand(f"{RUN}/eval/{{model}}/reliability.csv", model=MODELS),
@@ -40,7 +40,6 @@ rule report:
         fig4_data=report(f"{RUN}/report/fig4_per_class_ap.csv", category="Figure data", caption="../report/fig4.rst"),
         fig5_data=report(f"{RUN}/report/fig5_ccece.csv", category="Figure data", caption="../report/fig5.rst"),
     params:
-        cfg=trigger("report"),
         models=MODELS,
         eval_dir=f"{RUN}/eval",
         out_dir=f"{RUN}/report",

@@ -3,13 +3,12 @@
 
 rule embed_crops:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("embed_crops"),
         train=TRAIN_JSON,
     output:
         npy=f"{RUN}/retrieval/crops.npy",
         index=f"{RUN}/retrieval/crops.parquet",
     params:
-        cfg=trigger("embed_crops"),
         root=IMAGE_ROOT,
     threads: config["num_threads"]
     resources:
@@ -25,7 +24,7 @@ rule embed_crops:
 
 rule embed_images:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("embed_images"),
         images=lambda w: {"pool": POOL_JSON, "train": TRAIN_JSON, "val": VAL_JSON}[w.images],
     output:
         npy=f"{RUN}/retrieval/images_{{images}}.npy",
@@ -34,7 +33,6 @@ rule embed_images:
     wildcard_constraints:
         images="pool|train|val",
     params:
-        cfg=trigger("embed_images"),
         root=IMAGE_ROOT,
         # finished shards survive a killed job (not an output, so Snakemake does not delete them)
         shards=f"{RUN}/retrieval/shards_{{images}}",
@@ -53,7 +51,7 @@ rule embed_images:
 
 rule retrieve:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("retrieve"),
         queries=rules.embed_crops.output.npy,
         query_index=rules.embed_crops.output.index,
         pool=f"{RUN}/retrieval/images_pool.npy",
@@ -61,7 +59,6 @@ rule retrieve:
     output:
         f"{RUN}/retrieval/neighbours.parquet",
     params:
-        cfg=trigger("retrieve"),
     resources:
         **rule_resources("retrieve"),
     log:
@@ -75,7 +72,7 @@ rule retrieve:
 
 rule dedup:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("dedup"),
         neighbours=rules.retrieve.output[0],
         pool_json=POOL_JSON,
         pool=f"{RUN}/retrieval/images_pool.npy",
@@ -88,7 +85,6 @@ rule dedup:
         unlabeled=f"{RUN}/retrieval/unlabeled.json",
         counts=f"{RUN}/retrieval/dedup_counts.json",
     params:
-        cfg=trigger("dedup"),
     resources:
         **rule_resources("dedup"),
     log:

@@ -3,7 +3,7 @@
 
 rule train_student:
     input:
-        config=ancient(STUDENT_CONFIG),
+        config=STUDENT_CONFIG,
         labeled=dataset_json(TEACHER_SPLIT),
         unlabeled=f"{RUN}/retrieval/unlabeled.json",
         teacher=final_teacher_weights,
@@ -13,7 +13,6 @@ rule train_student:
     wildcard_constraints:
         variant="|".join(config["student"]["variants"]),
     params:
-        cfg=trigger("train_student"),
         variant=lambda w: w.variant,
         root=IMAGE_ROOT,
         checkpoints=lambda w, output: str(Path(output[0]).parent / "checkpoints"),

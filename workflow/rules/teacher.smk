@@ -3,7 +3,7 @@
 
 rule prototypes:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("prototypes"),
         train=lambda w: dataset_json("full" if w.suffix else "train85"),
     output:
         categories=f"{RUN}/prototypes{{suffix}}/categories.parquet",
@@ -11,7 +11,6 @@ rule prototypes:
     wildcard_constraints:
         suffix="|/full",
     params:
-        cfg=trigger("prototypes"),
         root=IMAGE_ROOT,
     threads: config["num_threads"]
     resources:
@@ -27,7 +26,7 @@ rule prototypes:
 
 rule similarity:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("similarity"),
         categories=f"{RUN}/prototypes{{suffix}}/categories.parquet",
         prototypes=f"{RUN}/prototypes{{suffix}}/prototypes.npy",
     output:
@@ -35,7 +34,6 @@ rule similarity:
     wildcard_constraints:
         suffix="|/full",
     params:
-        cfg=trigger("similarity"),
     resources:
         **rule_resources("similarity"),
     log:
@@ -49,7 +47,7 @@ rule similarity:
 
 rule train_teacher:
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=stage_config("train_teacher"),
         train=lambda w: dataset_json(w.split),
         similarity=lambda w: f"{prototypes_dir(w.split)}/similarity.npy",
     output:
@@ -57,7 +55,6 @@ rule train_teacher:
     wildcard_constraints:
         split="train85|full",
     params:
-        cfg=trigger("train_teacher"),
         root=IMAGE_ROOT,
         checkpoints=lambda w, output: str(Path(output[0]).parent / "checkpoints"),
     threads: config["num_threads"]
