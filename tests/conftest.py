@@ -41,6 +41,21 @@ def identity_similarity(path: Path, train_json: Path) -> Path:
     return path
 
 
+def write_ccece(path: Path, categories: list[dict], delta) -> Path:
+    """A ccece.parquet that keeps the contract, with the given Delta per category (in id order)."""
+    import numpy as np
+    import pandas as pd
+
+    cats = sorted(categories, key=lambda c: c["id"])
+    n = len(cats)
+    pd.DataFrame({"category_id": [c["id"] for c in cats], "name": [c["name"] for c in cats],
+                  "frequency": [c.get("frequency", "c") for c in cats], "n_detections": np.zeros(n, dtype=np.int64),
+                  "accuracy": np.full(n, np.nan), "confidence": np.full(n, np.nan), "ccece": np.zeros(n),
+                  "ccece_se": np.full(n, np.nan), "delta": np.broadcast_to(np.asarray(delta, dtype=float), n)}
+                 ).to_parquet(path)  # fmt: skip
+    return path
+
+
 @pytest.fixture
 def repo() -> Path:
     return REPO

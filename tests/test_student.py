@@ -15,7 +15,7 @@ from stages.modeling.data import fed_loss_weights
 from stages.modeling.predictor import load_detector, predict
 from stages.modeling.student import build_student, train_student
 from stages.modeling.teacher import train_teacher
-from tests.conftest import identity_similarity, tiny_config
+from tests.conftest import identity_similarity, tiny_config, write_ccece
 
 BACKBONES = {
     "efficientnet_lite0_fpn": {},  # packaged ImageNet weights: frozen BatchNorm
@@ -30,17 +30,6 @@ def _config(tmp_path: Path, backbone: str) -> dict:
     config["teacher"].update(smoothing="uniform", iterations=3, warmup_iters=1, checkpoint_period=10)
     config["student"].update(iterations=3, warmup_iters=1, checkpoint_period=10, base_lr=0.0, score_threshold=0.01)
     return config
-
-
-def _ccece(path: Path, data: dict) -> Path:
-    import pandas as pd
-
-    cats = category_order(data)
-    pd.DataFrame({"category_id": [c["id"] for c in cats], "name": [c["name"] for c in cats],
-                  "frequency": [c["frequency"] for c in cats], "n_detections": 0, "accuracy": float("nan"),
-                  "confidence": float("nan"), "ccece": 0.0, "ccece_se": float("nan"),
-                  "delta": 0.1}).to_parquet(path)  # fmt: skip
-    return path
 
 
 @pytest.mark.slow
@@ -62,7 +51,7 @@ def test_a_student_that_learns_nothing_predicts_as_its_teacher(backbone: str, ti
     student_path = tmp_path / "student.pth"
     # soft pseudo-labels with a non-zero Delta: every part of the student's step runs, at learning rate 0
     train_student(copy.deepcopy(config), "soft_corrected", train_json, tiny_minilvis / "pool.json", root, teacher_path,
-                  _ccece(tmp_path / "ccece.parquet", data), student_path, tmp_path / "student_ckpt")
+                  write_ccece(tmp_path / "ccece.parquet", data["categories"], 0.1), student_path, tmp_path / "student_ckpt")
     before = torch.load(teacher_path, map_location="cpu", weights_only=True)["model"]
     after = torch.load(student_path, map_location="cpu", weights_only=True)["model"]
     assert before.keys() == after.keys()

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import identity_similarity, tiny_config
+from tests.conftest import identity_similarity, tiny_config, write_ccece
 
 
 def _config_file(tmp_path: Path, **teacher) -> Path:
@@ -87,8 +87,6 @@ def test_killed_student_with_ema_teacher_resumes_to_identical_weights(repo, tiny
     """The student's resumable state includes its EMA teacher: kill + resume = uninterrupted."""
     import json as _json
 
-    import pandas as pd
-
     config = tiny_config(tmp_path / "results")
     config["teacher"].update(iterations=6, checkpoint_period=6)
     config["student"].update(iterations=24, checkpoint_period=4, ema_decay=0.9, score_threshold=0.05)
@@ -98,9 +96,7 @@ def test_killed_student_with_ema_teacher_resumes_to_identical_weights(repo, tiny
     subprocess.run(_teacher_cmd(repo, cfg, tiny_minilvis, teacher, tmp_path / "t"), cwd=repo, check=True,
                    capture_output=True)
     data = _json.loads((tiny_minilvis / "train.json").read_text())
-    ccece = tmp_path / "ccece.parquet"
-    pd.DataFrame({"category_id": [c["id"] for c in data["categories"]],
-                  "ccece": np.linspace(-0.1, 0.2, len(data["categories"]))}).to_parquet(ccece)
+    ccece = write_ccece(tmp_path / "ccece.parquet", data["categories"], np.linspace(-0.1, 0.2, len(data["categories"])))
     unlabeled = tmp_path / "unlabeled.json"
     unlabeled.write_text(_json.dumps({"images": data["images"][:10], "categories": data["categories"]}))
 

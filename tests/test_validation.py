@@ -16,7 +16,8 @@ from PIL import Image
 
 from stages import import_lvis
 from stages.data.lvis import DatasetError, check_lvis, load_lvis, read_json
-from stages.data.validation import lvis_frequency, validate_datasets
+from stages.data.lvis import frequency_group
+from stages.data.validation import validate_datasets
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.fault_injection
@@ -162,9 +163,9 @@ def test_missing_frequency_is_derived_with_the_lvis_rule_for_train_and_val(user_
                                            settings("skip"), 2)  # fmt: skip
     counts = {c["id"]: len({a["image_id"] for a in train["annotations"] if a["category_id"] == c["id"]})
               for c in train["categories"]}  # fmt: skip
-    assert {c["id"]: c["frequency"] for c in train["categories"]} == {i: lvis_frequency(n) for i, n in counts.items()}
+    assert {c["id"]: c["frequency"] for c in train["categories"]} == {i: frequency_group(n) for i, n in counts.items()}
     assert [c["frequency"] for c in val["categories"]] == [c["frequency"] for c in train["categories"]]
-    assert [lvis_frequency(n) for n in (0, 1, 10, 11, 100, 101)] == ["r", "r", "r", "c", "c", "f"]
+    assert [frequency_group(n) for n in (0, 1, 10, 11, 100, 101)] == ["r", "r", "r", "c", "c", "f"]
     assert len(report) == len(train["categories"])
 
 

@@ -171,6 +171,16 @@ def segmentation_rle(seg: Any, height: int, width: int) -> dict:
     return seg
 
 
+# LVIS v1's frequency groups by the number of training images of a category: rare <= 10, common
+# <= 100, frequent above. A small data set may scale them (minilvis.rare_max_images / common_max_images).
+RARE_MAX_IMAGES, COMMON_MAX_IMAGES = 10, 100
+
+
+def frequency_group(image_count: int, rare_max: int = RARE_MAX_IMAGES, common_max: int = COMMON_MAX_IMAGES) -> str:
+    """r, c or f of a category annotated in ``image_count`` training images."""
+    return "r" if image_count <= rare_max else "c" if image_count <= common_max else "f"
+
+
 def category_order(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Categories in the pipeline's order (sorted by id)."""
     return sorted(data["categories"], key=lambda c: c["id"])

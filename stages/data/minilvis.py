@@ -3,8 +3,9 @@
 Classes come in shape families (all classes of a family share a shape and differ in colour and
 fill pattern), so that class prototypes have a real similarity structure. Train-set class
 frequencies follow a Zipf law over a rank order that interleaves the families, so every family
-has frequent, common and rare members; r/c/f follow LVIS (r: <= 10 train images, c: 11-100,
-f: > 100). Val is flat over classes so that APr is measurable. Objects sit on real photos and
+has frequent, common and rare members; r/c/f follow LVIS's rule by train images (r: <= 10, c: 11-100,
+f: more), with the bounds ``minilvis.rare_max_images`` / ``common_max_images`` scaled to a small
+data set. Val is flat over classes so that APr is measurable. Objects sit on real photos and
 textures from scikit-image. The unlabeled pool over-represents rare-class objects in a minority of
 images and holds planted exact and near duplicates and copies of val images (for retrieval and
 dedup tests; the truth is in pool_truth.json).
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from stages.data.lvis import frequency_group
 from stages.utils.atomic import write_json
 
 TRAIN_ID0, VAL_ID0, POOL_ID0 = 1, 100_001, 200_001
@@ -252,7 +254,7 @@ def make_minilvis(cfg: dict[str, Any], seed: int, out_dir: Path) -> dict[str, An
         image_count[cid[1] - 1] += 1
     for a in train_anns:
         instance_count[a["category_id"] - 1] += 1
-    frequency = np.where(image_count <= 10, "r", np.where(image_count <= 100, "c", "f"))
+    frequency = np.array([frequency_group(int(n), cfg["rare_max_images"], cfg["common_max_images"]) for n in image_count])
     categories = [{"id": c + 1, "name": cls["name"], "synset": f"{cls['name']}.n.01", "synonyms": [cls["name"]],
                    "def": f"a {cls['pattern']} {cls['colour']} {cls['shape']}", "frequency": str(frequency[c]),
                    "image_count": int(image_count[c]), "instance_count": int(instance_count[c])}

@@ -42,6 +42,7 @@ from stages.data.lvis import (
     category_order,
     find_json_problems,
     format_problems,
+    frequency_group,
     image_counts,
     image_path,
     read_json,
@@ -49,13 +50,8 @@ from stages.data.lvis import (
 
 IMAGE_CHECKS = ("exists", "header", "decode")
 
-RARE_MAX_IMAGES, COMMON_MAX_IMAGES = 10, 100  # LVIS v1's frequency groups by training image count
 
 REPORT_COLUMNS = ("file", "kind", "record_id", "reason", "action")
-
-
-def lvis_frequency(image_count: int) -> str:
-    return "r" if image_count <= RARE_MAX_IMAGES else "c" if image_count <= COMMON_MAX_IMAGES else "f"
 
 
 def _image_problem(image: dict[str, Any], path: Path, check: str) -> str | None:
@@ -140,7 +136,7 @@ def repair(data: dict[str, Any], problems: list[Problem], counts: dict[int, int]
     for i, p in enumerate(problems):
         if p.kind == "category":
             cat = next(c for c in cleaned["categories"] if c.get("id") == p.record_id)
-            cat["frequency"] = lvis_frequency(counts.get(p.record_id, 0))
+            cat["frequency"] = frequency_group(counts.get(p.record_id, 0))
             actions[i] = f"fixed: frequency '{cat['frequency']}' from {counts.get(p.record_id, 0)} train images"
     return cleaned, actions
 
