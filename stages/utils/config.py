@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +36,46 @@ def _set_defaults(config: dict, schema: dict) -> dict:
     return config
 
 
+def non_finite_keys(config: Any, prefix: str = "") -> list[str]:
+    """The dotted keys (list items as key[i]) holding NaN or an infinity."""
+    if isinstance(config, dict):
+        return [k for key, value in config.items() for k in non_finite_keys(value, f"{prefix}{key}.")]
+    if isinstance(config, list):
+        return [k for i, value in enumerate(config) for k in non_finite_keys(value, f"{prefix[:-1]}[{i}].")]
+    if isinstance(config, float) and not math.isfinite(config):
+        return [prefix[:-1]]
+    return []
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Validate ``config`` against the schema, fill defaults, and return it.
 
-    Raises ConfigError naming the offending key and the problem.
+    Raises ConfigError naming every offending key and its problem. NaN and infinities are refused
+    anywhere: a JSON-schema bound is false for NaN, so ``minimum``/``maximum`` would let them pass.
     """
     import jsonschema
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for err in errors:
-            key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-            lines.append(f"config key '{key}': {err.message}")
+    lines = [f"config key '{key}': {config_value(config, key)!r} is not a finite number" for key in non_finite_keys(config)]
+    for err in errors:
+        key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+        lines.append(f"config key '{key}': {err.message}")
+    if lines:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     return _set_defaults(config, schema)
+
+
+def config_value(config: dict[str, Any], key: str) -> Any:
+    """The value at a dotted key (``a.b`` or ``a.b[2]``)."""
+    node: Any = config
+    for part in key.split("."):
+        name, _, index = part.partition("[")
+        node = node[name]
+        if index:
+            node = node[int(index.rstrip("]"))]
+    return node
 
 
 def load_config(path: str | Path | None = None) -> dict[str, Any]:

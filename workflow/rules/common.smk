@@ -19,8 +19,9 @@ from stages.pipeline.experiments import (
     teacher_grid,
 )
 from stages.pipeline.registries import check_registered
-from stages.utils.config import write_config
+from stages.utils.config import validate_config, write_config
 
+validate_config(config)  # also refuses NaN and infinities, which JSON-schema bounds let through
 check_registered(config)
 
 RUN = f"{config['results_dir']}/{config['run']}"
