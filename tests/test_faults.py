@@ -190,3 +190,48 @@ def test_nan_in_a_ccece_table_stops_the_student(tmp_path: Path) -> None:
     frame.to_parquet(tmp_path / "ccece.parquet")
     with pytest.raises(ValueError, match=r"ccece\.parquet.*(NaN|non-finite)"):
         read_delta(tmp_path / "ccece.parquet", categories)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_artifacts_honour_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    from stages.utils.atomic import write_json, write_npy
+
+    old = os.umask(umask)
+    try:
+        write_json({"a": 1}, tmp_path / "a.json")
+        write_npy(np.zeros(3), tmp_path / "a.npy")
+    finally:
+        os.umask(old)
+    for name in ("a.json", "a.npy"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
+@pytest.mark.fault_injection
+def test_a_second_trainer_on_the_same_checkpoints_refuses_naming_the_first(tmp_path: Path) -> None:
+    """Two processes: the first holds the checkpoint directory's lock; the second refuses, naming the
+    first one's PID; once the first is killed, the kernel has released the lock and a third starts."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import sys, time\n"
+              "from stages.modeling.training import prepare_checkpoint_dir\n"
+              "prepare_checkpoint_dir(sys.argv[1], {'run': 1})\n"
+              "print('holding', flush=True)\n"
+              "time.sleep(float(sys.argv[2]))\n")  # fmt: skip
+    ckpt = tmp_path / "checkpoints"
+    first = subprocess.Popen([sys.executable, "-c", script, str(ckpt), "120"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "holding"
+        second = subprocess.run([sys.executable, "-c", script, str(ckpt), "0"], capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode != 0
+        assert f"in use by another process (PID {first.pid}" in second.stderr
+        assert str(ckpt) in second.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    deadline = time.time() + 30
+    third = subprocess.run([sys.executable, "-c", script, str(ckpt), "0"], capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0 and time.time() < deadline, third.stderr[-2000:]

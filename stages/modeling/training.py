@@ -30,7 +30,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.utils.logger import setup_logger
 
-from stages.utils.atomic import atomic_path, prepare_signed_dir
+from stages.utils.atomic import atomic_path, lock_exclusively, prepare_signed_dir, release_lock
 
 logger = logging.getLogger("stages.modeling.training")
 
@@ -158,14 +158,25 @@ class AtomicCheckpointer(DetectionCheckpointer):
             tmp.write_text(last_filename_basename)
 
 
-def prepare_checkpoint_dir(directory: str | Path, signature: dict[str, Any]) -> Path:
-    """A checkpoint directory that only resumes runs with the same signature (config, inputs).
+def checkpoint_lock(directory: str | Path) -> Path:
+    """The lock file of a checkpoint directory (beside it: the directory itself may be emptied)."""
+    directory = Path(directory)
+    return directory.with_name(f".{directory.name}.lock")
 
-    A leftover directory from a run with other settings is cleared instead of being resumed.
+
+def prepare_checkpoint_dir(directory: str | Path, signature: dict[str, Any]) -> Path:
+    """A checkpoint directory that only resumes runs with the same signature (config, inputs), held
+    exclusively by this training job.
+
+    A leftover directory from a run with other settings is cleared instead of being resumed. A second
+    trainer on the same directory (e.g. a job left running after its snakemake was killed, and the
+    rule started again) refuses to start, naming the first one's PID.
     """
     directory = Path(directory)
-    if comm.is_main_process() and prepare_signed_dir(directory, signature):
-        logger.warning("checkpoint dir %s belongs to other settings; starting fresh", directory)
+    if comm.is_main_process():
+        lock_exclusively(checkpoint_lock(directory), f"checkpoint directory {directory}")
+        if prepare_signed_dir(directory, signature):
+            logger.warning("checkpoint dir %s belongs to other settings; starting fresh", directory)
     comm.synchronize()
     return directory
 
@@ -265,6 +276,7 @@ def train(model: torch.nn.Module, cfg, dataset: torch.utils.data.Dataset | Calla
         with atomic_path(final_path) as tmp:
             torch.save({"model": model.state_dict(), "iteration": max_iter - 1}, tmp)
         os.sync()
+        release_lock(checkpoint_lock(checkpoint_dir))
     comm.synchronize()
 
 

@@ -7,6 +7,7 @@ crash while writing (full disk, kill) removes the temporary file.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -35,6 +36,10 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp creates the file 0600 whatever the umask, and the rename keeps that mode: give the
+        # artifact the mode any other new file would get (0644 under the usual umask 022), so a team
+        # on a shared cluster can read the results.
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
     except OSError as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -45,6 +50,12 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _free_space(directory: Path) -> str:
@@ -69,6 +80,39 @@ def prepare_signed_dir(directory: str | Path, signature: dict[str, Any]) -> bool
     if not sig_file.exists():
         write_text(text, sig_file)
     return stale
+
+
+_HELD_LOCKS: dict[str, int] = {}
+
+
+def lock_exclusively(lock_path: str | Path, what: str) -> None:
+    """Hold an exclusive lock on ``lock_path`` until :func:`release_lock` or the end of the process
+    (the kernel releases a dead process's flock, so a killed job never leaves a stale lock).
+
+    Raises RuntimeError naming the holder's PID when another process holds it.
+    """
+    lock_path = Path(lock_path)
+    if str(lock_path) in _HELD_LOCKS:
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RuntimeError(f"{what} is in use by another process (PID {holder}; lock file {lock_path}): a second "
+                           f"job there would write over the first one's files -- wait for it or stop it") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD_LOCKS[str(lock_path)] = fd
+
+
+def release_lock(lock_path: str | Path) -> None:
+    fd = _HELD_LOCKS.pop(str(Path(lock_path)), None)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def write_json(obj: Any, target: str | Path, indent: int | None = None) -> None:
