@@ -24,15 +24,41 @@ def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
     })
 
 
+class DetectionsError(ValueError):
+    """A detections file breaks its contract; the message names the file and the rule."""
+
+
+def check_detections(detections: list[dict[str, Any]], path: str | Path) -> list[dict[str, Any]]:
+    """The detections contract: every detection has image_id, category_id, score and a bbox of four
+    numbers; boxes and scores are finite, scores in [0, 1], box sides >= 0."""
+    if not all(isinstance(d, dict) and {"image_id", "category_id", "score", "bbox"} <= d.keys() for d in detections):
+        raise DetectionsError(f"{path}: every detection needs image_id, category_id, score and bbox")
+    try:
+        scores = np.asarray([d["score"] for d in detections], dtype=np.float64)
+        boxes = np.asarray([d["bbox"] for d in detections], dtype=np.float64).reshape(len(detections), 4)
+    except (TypeError, ValueError) as exc:
+        raise DetectionsError(f"{path}: scores must be numbers and boxes four numbers ({exc})") from exc
+    bad = np.flatnonzero(~np.isfinite(scores) | (scores < 0) | (scores > 1))
+    if bad.size:
+        raise DetectionsError(f"{path}: {bad.size} detection(s) with a score that is not a probability in [0, 1], "
+                              f"e.g. #{bad[0]} (image {detections[bad[0]]['image_id']}): {float(scores[bad[0]])!r}")
+    bad = np.flatnonzero(~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0))
+    if bad.size:
+        raise DetectionsError(f"{path}: {bad.size} detection(s) with a non-finite or negative-sized box, e.g. #{bad[0]} "
+                              f"(image {detections[bad[0]]['image_id']}): {boxes[bad[0]].tolist()}")
+    return detections
+
+
 def read_detections(path: str | Path) -> list[dict[str, Any]]:
-    """Detections from an LVIS results json or from the parquet table of :func:`results_frame`."""
+    """Detections from an LVIS results json or from the parquet table of :func:`results_frame`,
+    checked against the contract (:func:`check_detections`)."""
     path = Path(path)
     if path.suffix != ".parquet":
         with open(path) as fh:
             data = json.load(fh)
         if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a list of LVIS results")
-        return data
+            raise DetectionsError(f"{path}: expected a list of LVIS results")
+        return check_detections(data, path)
     frame = pd.read_parquet(path)
     out = []
     for row in frame.itertuples(index=False):
@@ -41,4 +67,4 @@ def read_detections(path: str | Path) -> list[dict[str, Any]]:
         if isinstance(row.rle_counts, str):
             det["segmentation"] = {"size": [int(row.rle_height), int(row.rle_width)], "counts": row.rle_counts}
         out.append(det)
-    return out
+    return check_detections(out, path)
