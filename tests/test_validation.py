@@ -43,8 +43,8 @@ def first_ann(data: dict) -> dict:
     return data["annotations"][0]
 
 
-def settings(on_invalid: str, image_check: str = "decode") -> dict:
-    return {"on_invalid": on_invalid, "image_check": image_check}
+def settings(on_invalid: str, image_check: str = "decode", allow_outside: bool = False) -> dict:
+    return {"on_invalid": on_invalid, "image_check": image_check, "allow_paths_outside_image_root": allow_outside}
 
 
 # Each case breaks one thing; (kind, record id or None, text of the reason, action in skip mode).
@@ -65,12 +65,12 @@ def _zero_area_polygon(u):
 
 def _missing_image_ref(u):
     edit(u["train"], lambda d: first_ann(d).__setitem__("image_id", 999999))
-    return "annotation", read_json(u["train"])["annotations"][0]["id"], "image_id 999999 is not an image", "dropped"
+    return "annotation", read_json(u["train"])["annotations"][0]["id"], "image_id 999999 (int) is not an image", "dropped"
 
 
 def _missing_category_ref(u):
     edit(u["train"], lambda d: first_ann(d).__setitem__("category_id", 4242))
-    return "annotation", read_json(u["train"])["annotations"][0]["id"], "category_id 4242 is not a category", "dropped"
+    return "annotation", read_json(u["train"])["annotations"][0]["id"], "category_id 4242 (int) is not a category", "dropped"
 
 
 def _box_outside_image(u):
@@ -246,3 +246,84 @@ def test_duplicate_annotation_id_keeps_the_first_copy(user_data) -> None:
                                          settings("skip"), 2)  # fmt: skip
     assert list(report["reason"]) == ["duplicate annotation id"]
     assert train["annotations"] == [before[0], *before[2:]]
+
+
+# -- structure before content: every record an object, integer ids, image sizes; reported, never a traceback
+
+
+def _validate(user_data, mode: str, **kw):
+    return validate_datasets(user_data["train"], user_data["val"], user_data["images"], settings(mode, **kw), 2)
+
+
+@pytest.mark.parametrize("mode", ["fail", "skip"])
+def test_a_record_that_is_not_an_object_is_reported(user_data, mode: str) -> None:
+    edit(user_data["train"], lambda d: d["images"].append(5))
+    position = len(read_json(user_data["train"])["images"]) - 1
+    if mode == "fail":
+        with pytest.raises(DatasetError, match=rf"image #{position}: record is 5 \(int\), not an object"):
+            _validate(user_data, mode)
+        return
+    train, _, report = _validate(user_data, mode)
+    assert report["record_id"].tolist() == [f"#{position}"]
+    assert report["action"].tolist() == ["dropped the malformed record"]
+    check_lvis(train, "repaired train")
+    assert len(train["images"]) == position
+
+
+@pytest.mark.parametrize("mode", ["fail", "skip"])
+def test_category_ids_must_be_integers_in_both_modes(user_data, mode: str) -> None:
+    edit(user_data["train"], lambda d: d["categories"][1].__setitem__("id", str(d["categories"][1]["id"])))
+    bad = read_json(user_data["train"])["categories"][1]["id"]
+    with pytest.raises(DatasetError, match=rf"category #1: id must be an integer, found '{bad}' \(str\)"):
+        _validate(user_data, mode)
+
+
+@pytest.mark.parametrize("mode", ["fail", "skip"])
+def test_an_image_without_a_size_is_reported_not_a_keyerror(user_data, mode: str) -> None:
+    edit(user_data["train"], lambda d: d["images"][0].pop("height"))
+    image_id = read_json(user_data["train"])["images"][0]["id"]
+    if mode == "fail":
+        with pytest.raises(DatasetError, match=rf"image {image_id}: height must be a positive integer, found None"):
+            _validate(user_data, mode)
+        return
+    train, _, report = _validate(user_data, mode)
+    assert report["action"].str.startswith("dropped the image").all()
+    assert image_id not in {img["id"] for img in train["images"]}
+    check_lvis(train, "repaired train")
+
+
+def test_an_id_of_the_wrong_type_shows_its_type(user_data) -> None:
+    edit(user_data["train"], lambda d: first_ann(d).__setitem__("image_id", str(first_ann(d)["image_id"])))
+    ann = first_ann(read_json(user_data["train"]))
+    with pytest.raises(DatasetError, match=rf"annotation {ann['id']}: image_id must be an integer, found "
+                                           rf"'{ann['image_id']}' \(str\)"):
+        _validate(user_data, "fail")
+    edit(user_data["train"], lambda d: first_ann(d).__setitem__("image_id", True))
+    with pytest.raises(DatasetError, match=r"image_id must be an integer, found True \(bool\)"):
+        _validate(user_data, "fail")
+
+
+def _outside(user_data, tmp_path: Path, how: str) -> int:
+    """Point train image 0 outside image_root: by ../, by an absolute path, or through a symlink."""
+    image = read_json(user_data["train"])["images"][0]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copyfile(user_data["images"] / image["file_name"], outside / "x.png")
+    if how == "dotdot":
+        name = "../../outside/x.png"
+    elif how == "absolute":
+        name = str(outside / "x.png")
+    else:
+        (user_data["images"] / "link").symlink_to(outside, target_is_directory=True)
+        name = "link/x.png"
+    edit(user_data["train"], lambda d: d["images"][0].__setitem__("file_name", name))
+    return image["id"]
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_image_paths_must_stay_inside_image_root(user_data, tmp_path: Path, how: str) -> None:
+    image_id = _outside(user_data, tmp_path, how)
+    with pytest.raises(DatasetError, match=rf"image {image_id}: file_name .* (outside image_root|absolute path)"):
+        _validate(user_data, "fail")
+    train, _, report = _validate(user_data, "fail", allow_outside=True)  # the documented switch
+    assert report.empty and image_id in {img["id"] for img in train["images"]}

@@ -64,7 +64,10 @@ def _polygon_problem(seg: Any) -> str | None:
     for poly in seg:
         if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
             return "segmentation polygons need >= 3 points (an even count >= 6 of coordinates) each"
-        coords = np.asarray(poly, dtype=float)
+        try:
+            coords = np.asarray(poly, dtype=float)
+        except (TypeError, ValueError):
+            return f"segmentation polygon coordinates must be numbers, found {poly[:6]!r}"
         if not np.isfinite(coords).all():
             return "segmentation polygon has non-finite coordinates"
         x, y = coords[0::2], coords[1::2]
@@ -84,54 +87,108 @@ def _segmentation_problem(seg: Any, image: dict[str, Any] | None) -> str | None:
     return _polygon_problem(seg)
 
 
+def _is_id(value: Any) -> bool:
+    """LVIS ids are integers (a bool is not an id, though Python counts it as an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    """A value with its type, so that "1" (a string) and 1 (an int) read differently."""
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _structure_problems(data: dict[str, Any], file: str, keys: tuple[str, ...]) -> list[Problem]:
+    """Problems of the records themselves: not objects, ids that are not integers, image sizes."""
+    problems = []
+    kinds = {"images": "image", "categories": "category", "annotations": "annotation"}
+    for key in keys:
+        for position, record in enumerate(data[key]):
+            kind = kinds[key]
+            if not isinstance(record, dict):
+                problems.append(Problem(file, kind, f"#{position}", f"record is {_shown(record)}, not an object",
+                                        fatal=kind == "category"))
+                continue
+            if not _is_id(record.get("id")):
+                problems.append(Problem(file, kind, f"#{position}", f"id must be an integer, found {_shown(record.get('id'))}",
+                                        fatal=kind == "category"))
+            if kind == "image":
+                for size in ("width", "height"):
+                    value = record.get(size)
+                    if not (_is_id(value) and value > 0):
+                        problems.append(Problem(file, "image", record.get("id"),
+                                                f"{size} must be a positive integer, found {_shown(value)}"))
+            if kind == "annotation":
+                for ref in ("image_id", "category_id"):
+                    if not _is_id(record.get(ref)):
+                        problems.append(Problem(file, "annotation", record.get("id"),
+                                                f"{ref} must be an integer, found {_shown(record.get(ref))}"))
+    return problems
+
+
 def find_json_problems(
     data: dict[str, Any], path: str | Path, *, require_annotations: bool = True
 ) -> list[Problem]:
-    """Every structural and cross-reference problem of an LVIS json (nothing read from disk)."""
+    """Every structural and cross-reference problem of an LVIS json (nothing read from disk).
+
+    Structure first: a record that is not an object, or has no integer id, is reported and then left
+    out of the cross-reference checks (which would only repeat it)."""
     file = str(path)
+    keys = ("images", "categories") + (("annotations",) if require_annotations or "annotations" in data else ())
     problems = [
         Problem(file, "dataset", None, f"missing or non-list '{key}'", fatal=True)
         for key in ("images", "categories") + (("annotations",) if require_annotations else ())
         if not isinstance(data.get(key), list)
     ]
+    if "annotations" in data and not isinstance(data["annotations"], list):
+        problems.append(Problem(file, "dataset", None, "'annotations' is not a list", fatal=True))
     if problems:
         return problems
-    image_ids = Counter(img.get("id") for img in data["images"])
+    problems = _structure_problems(data, file, keys)
+    valid_images = [img for img in data["images"] if isinstance(img, dict) and _is_id(img.get("id"))]
+    valid_cats = [cat for cat in data["categories"] if isinstance(cat, dict) and _is_id(cat.get("id"))]
+    valid_anns = [ann for ann in data.get("annotations", []) if isinstance(ann, dict)]
+    image_ids = Counter(img["id"] for img in valid_images)
     problems += [Problem(file, "image", i, f"duplicate image id ({n} images)", fatal=True)
                  for i, n in image_ids.items() if n > 1]  # fmt: skip
-    cat_ids = Counter(cat.get("id") for cat in data["categories"])
+    cat_ids = Counter(cat["id"] for cat in valid_cats)
     problems += [Problem(file, "category", i, f"duplicate category id ({n} categories)", fatal=True)
                  for i, n in cat_ids.items() if n > 1]  # fmt: skip
-    for cat in data["categories"]:
+    for cat in valid_cats:
         if cat.get("frequency") not in FREQUENCIES:
             problems.append(Problem(file, "category", cat.get("id"),
                                     f"({cat.get('name')}): frequency must be one of r/c/f, found {cat.get('frequency')!r}"))  # fmt: skip
-    images = {img.get("id"): img for img in data["images"]}
-    for img in data["images"]:
+    images = {img["id"]: img for img in valid_images}
+    for img in valid_images:
         if "file_name" not in img and "coco_url" not in img:
             problems.append(Problem(file, "image", img.get("id"), "neither file_name nor coco_url"))
         for key in ("neg_category_ids", "not_exhaustive_category_ids"):
-            bad = [c for c in img.get(key, []) if c not in cat_ids]
+            listed = img.get(key, [])
+            if not isinstance(listed, list):
+                problems.append(Problem(file, "image", img["id"], f"{key} must be a list, found {_shown(listed)}"))
+                continue
+            bad = [c for c in listed if not _is_id(c) or c not in cat_ids]
             if bad:
-                problems.append(Problem(file, "image", img.get("id"), f"{key} names unknown categories {bad[:5]}"))
+                problems.append(Problem(file, "image", img.get("id"),
+                                        f"{key} names unknown categories {[_shown(c) for c in bad[:5]]}"))
     ann_ids: Counter = Counter()
-    for ann in data.get("annotations", []):
+    for ann in valid_anns:
         aid = ann.get("id")
         ann_ids[aid] += 1
         if ann_ids[aid] == 2:
             problems.append(Problem(file, "annotation", aid, DUPLICATE_ANNOTATION))
-        image = images.get(ann.get("image_id"))
-        if image is None:
-            problems.append(Problem(file, "annotation", aid, f"image_id {ann.get('image_id')} is not an image"))
-        if ann.get("category_id") not in cat_ids:
-            problems.append(Problem(file, "annotation", aid, f"category_id {ann.get('category_id')} is not a category"))
+        image = images.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
+        if image is None and _is_id(ann.get("image_id")):
+            problems.append(Problem(file, "annotation", aid, f"image_id {_shown(ann.get('image_id'))} is not an image"))
+        if _is_id(ann.get("category_id")) and ann["category_id"] not in cat_ids:
+            problems.append(Problem(file, "annotation", aid,
+                                    f"category_id {_shown(ann.get('category_id'))} is not a category"))
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4
-                and all(isinstance(v, (int, float)) and np.isfinite(v) for v in bbox)):  # fmt: skip
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in bbox)):  # fmt: skip
             problems.append(Problem(file, "annotation", aid, f"bbox must be 4 finite numbers, found {bbox!r}"))
         elif bbox[2] <= 0 or bbox[3] <= 0:
             problems.append(Problem(file, "annotation", aid, f"degenerate bbox {bbox} (width or height <= 0)"))
-        elif image is not None and (bbox[0] >= image.get("width", np.inf) or bbox[1] >= image.get("height", np.inf)
+        elif image is not None and (bbox[0] >= _size(image, "width") or bbox[1] >= _size(image, "height")
                                     or bbox[0] + bbox[2] <= 0 or bbox[1] + bbox[3] <= 0):  # fmt: skip
             problems.append(Problem(file, "annotation", aid, f"bbox {bbox} lies outside the image"))
         if "segmentation" in ann:
@@ -139,6 +196,11 @@ def find_json_problems(
             if reason:
                 problems.append(Problem(file, "annotation", aid, reason))
     return problems
+
+
+def _size(image: dict[str, Any], key: str) -> float:
+    value = image.get(key)
+    return value if _is_id(value) and value > 0 else np.inf
 
 
 def format_problems(problems: list[Problem], path: str | Path, limit: int = 20) -> str:

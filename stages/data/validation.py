@@ -72,22 +72,62 @@ def _image_problem(image: dict[str, Any], path: Path, check: str) -> str | None:
     return None
 
 
-def image_file_problems(data: dict[str, Any], file: str, image_root: str | Path, check: str,
-                        workers: int) -> list[Problem]:  # fmt: skip
-    """Problems of the image files of ``data`` (threads: PIL releases the GIL while decoding)."""
+def outside_root_problem(image: dict[str, Any], root: Path) -> str | None:
+    """Why an image's path is not a file under ``root``: an absolute file_name, or one that leaves the
+    root (``..``, or a symlink to elsewhere; both sides resolved). None when it is inside."""
+    name = image.get("file_name", image.get("coco_url", ""))
+    if "file_name" in image and Path(str(image["file_name"])).is_absolute():
+        return (f"file_name {name!r} is an absolute path (set dataset.allow_paths_outside_image_root: true to "
+                "read images outside image_root)")
+    path = image_path(image, root).resolve()
+    if not path.is_relative_to(root.resolve()):
+        return (f"file_name {name!r} resolves to {path}, outside image_root {root} (set "
+                "dataset.allow_paths_outside_image_root: true to allow it)")
+    return None
+
+
+def image_file_problems(data: dict[str, Any], file: str, image_root: str | Path, check: str, workers: int,
+                        allow_outside: bool = False) -> list[Problem]:  # fmt: skip
+    """Problems of the image files of ``data`` (threads: PIL releases the GIL while decoding). Unless
+    ``allow_outside``, every path must lie inside ``image_root``: a json cannot make the pipeline read
+    (or, through a training job, reveal) files elsewhere."""
     if check not in IMAGE_CHECKS:
         raise ValueError(f"dataset.image_check must be one of {IMAGE_CHECKS}, found {check!r}")
     images = [img for img in data["images"] if "file_name" in img or "coco_url" in img]
+    problems: list[Problem] = []
+    if not allow_outside:
+        outside = {img["id"]: reason for img in images if (reason := outside_root_problem(img, Path(image_root)))}
+        problems = [Problem(file, "image", i, reason) for i, reason in outside.items()]
+        images = [img for img in images if img["id"] not in outside]
     paths = [image_path(img, image_root) for img in images]
     with ThreadPoolExecutor(max(1, workers)) as pool:
         reasons = list(tqdm(pool.map(_image_problem, images, paths, [check] * len(images)), total=len(images),
                             desc=f"check images ({check})", unit="img"))  # fmt: skip
-    return [Problem(file, "image", img["id"], reason) for img, reason in zip(images, reasons) if reason]
+    return problems + [Problem(file, "image", img["id"], reason) for img, reason in zip(images, reasons) if reason]
 
 
 def train_image_counts(data: dict[str, Any]) -> dict[int, int]:
     """category id -> images annotated with it (lvis_data.image_counts, keyed by id)."""
     return dict(zip((c["id"] for c in category_order(data)), image_counts(data).tolist()))
+
+
+def _malformed(problem: Problem) -> bool:
+    """A problem of a record that cannot even be addressed by its id (named by its position, #k)."""
+    return isinstance(problem.record_id, str) and problem.record_id.startswith("#")
+
+
+def drop_malformed(data: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
+    """The dataset without the records that are not objects or have no integer id (by position), so
+    that every later check and the repair see well-formed records only."""
+    lists = {"image": "images", "category": "categories", "annotation": "annotations"}
+    positions: dict[str, set[int]] = {key: set() for key in lists.values()}
+    for p in problems:
+        if _malformed(p):
+            positions[lists[p.kind]].add(int(p.record_id[1:]))
+    if not any(positions.values()):
+        return data
+    return {**data, **{key: [r for k, r in enumerate(data[key]) if k not in drop]
+                       for key, drop in positions.items() if drop}}
 
 
 def repair(data: dict[str, Any], problems: list[Problem], counts: dict[int, int] | None = None) -> tuple[dict, list[str]]:
@@ -101,7 +141,9 @@ def repair(data: dict[str, Any], problems: list[Problem], counts: dict[int, int]
     broken_anns: set[Any] = set()  # every copy dropped; of duplicated ids only the first copy stays
     cat_ids = {c["id"] for c in data["categories"]}
     for p in problems:
-        if p.kind == "image" and ("neg_category_ids" in p.reason or "not_exhaustive_category_ids" in p.reason):
+        if _malformed(p):
+            actions.append("dropped the malformed record")  # already left out by drop_malformed
+        elif p.kind == "image" and ("neg_category_ids" in p.reason or "not_exhaustive_category_ids" in p.reason):
             actions.append("fixed: unknown category ids removed from the list")
         elif p.kind == "image":
             dropped_images.add(p.record_id)
@@ -126,7 +168,7 @@ def repair(data: dict[str, Any], problems: list[Problem], counts: dict[int, int]
         img = dict(img)
         for key in ("neg_category_ids", "not_exhaustive_category_ids"):
             if key in img:
-                img[key] = [c for c in img[key] if c in cat_ids]
+                img[key] = [c for c in img[key] if c in cat_ids] if isinstance(img[key], list) else []
         images.append(img)
     cleaned = {**data, "images": images, "categories": [dict(c) for c in data["categories"]]}
     if "annotations" in data:
@@ -175,8 +217,10 @@ def validate_datasets(
     for path in [p for p in (train_path, val_path) if p is not None]:
         data[str(path)] = read_json(path)
         problems = find_json_problems(data[str(path)], path)
+        data[str(path)] = drop_malformed(data[str(path)], problems)
         if not any(p.fatal for p in problems):
-            problems += image_file_problems(data[str(path)], str(path), image_root, check, workers)
+            problems += image_file_problems(data[str(path)], str(path), image_root, check, workers,
+                                            dataset_cfg["allow_paths_outside_image_root"])
         found[str(path)] = problems
     train_key = str(train_path)
     if val_path is not None and not any(p.fatal for ps in found.values() for p in ps):
