@@ -23,7 +23,6 @@ from stages.retrieval import dedup as dedup_lib
 from stages.retrieval import pool as pool_lib
 from stages.retrieval.crops import CropDataset, context_box, embed_crops
 from stages.retrieval.encoders import (
-    IMAGENET_MEAN,
     INCEPTION_MEAN,
     Embeddings,
     build_encoder,
@@ -210,7 +209,9 @@ def test_weights_of_another_shape_raise_a_clear_error(tmp_path: Path) -> None:
         efficientnet_lite0_model(tmp_path / "bad.pth")
 
 
-def test_dinov2_hub_from_a_local_hub_directory(tmp_path: Path) -> None:
+def test_dinov2_hub_error_paths(tmp_path: Path) -> None:
+    """The errors of the hub encoder (the real DINOv2 code is tested in test_dinov2.py): a hub entry
+    that does not exist, a weights file that does not exist."""
     hub = tmp_path / "hub"
     hub.mkdir()
     (hub / "hubconf.py").write_text(
@@ -219,29 +220,13 @@ def test_dinov2_hub_from_a_local_hub_directory(tmp_path: Path) -> None:
         "def dinov2_vitl14(pretrained=False):\n"
         "    return VisionTransformer(img_size=28, patch_size=14, embed_dim=32, depth=1, num_heads=2, num_classes=0)\n"
     )
-    from timm.models.vision_transformer import VisionTransformer
-
-    torch.manual_seed(3)
-    reference = VisionTransformer(img_size=28, patch_size=14, embed_dim=32, depth=1, num_heads=2, num_classes=0).eval()
-    torch.save(reference.state_dict(), tmp_path / "weights.pth")
-    cfg = {
-        **EMBED_CFG,
-        "encoder": "dinov2_hub",
-        "hub_repo": str(hub),
-        "hub_model": "dinov2_vitl14",
-        "hub_weights": str(tmp_path / "weights.pth"),
-        "crop_size": 28,
-    }
-    enc = build_encoder(cfg, torch.device("cpu"))
-    assert (enc.dim, enc.input_size, enc.mean) == (32, 28, IMAGENET_MEAN)
-    batch = torch.rand(2, 3, 28, 28)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(enc.std).view(1, 3, 1, 1)
-    with torch.no_grad():
-        expected = reference((batch - mean) / std)
-    torch.testing.assert_close(enc.embed(batch), expected)  # the weights file was loaded
-    with pytest.raises(RuntimeError, match="torch.hub.load"):
+    cfg = {**EMBED_CFG, "encoder": "dinov2_hub", "hub_repo": str(hub), "hub_model": "dinov2_vitl14", "crop_size": 28}
+    with pytest.raises(RuntimeError, match=r"torch.hub.load\(.*'no_such_entry'"):
         build_encoder({**cfg, "hub_model": "no_such_entry"}, torch.device("cpu"))
+    with pytest.raises(FileNotFoundError, match=r"embed.hub_weights: file not found: .*missing\.pth"):
+        build_encoder({**cfg, "hub_weights": str(tmp_path / "missing.pth")}, torch.device("cpu"))
+    with pytest.raises(ValueError, match="embed.hub_repo and embed.hub_model"):
+        build_encoder({**cfg, "hub_repo": None}, torch.device("cpu"))
 
 
 def test_unknown_encoder_is_a_clear_error() -> None:

@@ -152,11 +152,7 @@ def _build_dinov2_hub(embed_cfg: dict[str, Any], device: torch.device) -> ImageE
     if weights:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"embed.hub_weights: file not found: {weights}")
-        state = load_checkpoint_state(weights)  # torch.load(weights_only=True)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ValueError(f"{weights}: does not fit {model_name} from {repo}: {exc}") from exc
+        load_dinov2_weights(model, weights, f"{model_name} from {repo}")
     input_size = int(embed_cfg["crop_size"])
     model.eval()
     return ImageEncoder(
@@ -168,6 +164,78 @@ def _build_dinov2_hub(embed_cfg: dict[str, Any], device: torch.device) -> ImageE
         std=IMAGENET_STD,
         dim=_output_dim(model, input_size),
     )
+
+
+# Keys a DINOv2 backbone may lack in a weights file without changing its embeddings: the masked-
+# token embedding only enters self-supervised training.
+DINOV2_OPTIONAL_KEYS = ("mask_token",)
+
+
+def _hf_dinov2_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A Hugging Face ``Dinov2Model`` state dict in the official repository's names (q, k and v
+    concatenated into one qkv projection, as DINOv2's own attention has them)."""
+    out: dict[str, torch.Tensor] = {}
+    renames = {"embeddings.cls_token": "cls_token", "embeddings.mask_token": "mask_token",
+               "embeddings.position_embeddings": "pos_embed", "layernorm.weight": "norm.weight",
+               "layernorm.bias": "norm.bias"}  # fmt: skip
+    for key, value in state.items():
+        if key in renames:
+            out[renames[key]] = value
+        elif key.startswith("embeddings.patch_embeddings.projection."):
+            out["patch_embed.proj." + key.rsplit(".", 1)[1]] = value
+    layers = sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.layer.")})
+    for i in layers:
+        src, dst = f"encoder.layer.{i}.", f"blocks.{i}."
+        for part in ("weight", "bias"):
+            out[f"{dst}attn.qkv.{part}"] = torch.cat([state[f"{src}attention.attention.{n}.{part}"]
+                                                      for n in ("query", "key", "value")])  # fmt: skip
+            out[f"{dst}attn.proj.{part}"] = state[f"{src}attention.output.dense.{part}"]
+            for norm in ("norm1", "norm2"):
+                out[f"{dst}{norm}.{part}"] = state[f"{src}{norm}.{part}"]
+            for fc in ("fc1", "fc2"):
+                out[f"{dst}mlp.{fc}.{part}"] = state[f"{src}mlp.{fc}.{part}"]
+        out[f"{dst}ls1.gamma"] = state[f"{src}layer_scale1.lambda1"]
+        out[f"{dst}ls2.gamma"] = state[f"{src}layer_scale2.lambda1"]
+    return out
+
+
+def dinov2_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A DINOv2 checkpoint in any of the forms users have, in the official repository's key names:
+    the official ``.pth`` state dict; a training checkpoint (``teacher`` / ``model`` / ``state_dict``
+    wrapper, ``module.`` / ``backbone.`` prefixes); timm's ``vit_*_patch14_dinov2`` (the same names,
+    without ``mask_token``); or Hugging Face's ``Dinov2Model``."""
+    for wrapper in ("teacher", "student"):
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    for prefix in ("module.", "backbone."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    if any(k.startswith("embeddings.") for k in state):
+        state = _hf_dinov2_keys(state)
+    return state
+
+
+def load_dinov2_weights(model: nn.Module, path: str | Path, what: str) -> None:
+    """Load a DINOv2 weights file (any form of :func:`dinov2_state_dict`) into the hub model; a file
+    that does not fit names the missing and the unexpected keys."""
+    try:
+        state = dinov2_state_dict(load_checkpoint_state(path))  # torch.load(weights_only=True)
+    except KeyError as exc:
+        raise ValueError(f"{path}: a Hugging Face DINOv2 checkpoint without {exc}") from exc
+    _check_shapes(model, state, path)  # load_state_dict raises on a shape mismatch with a long message
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in DINOV2_OPTIONAL_KEYS]
+    if missing or unexpected:
+        raise ValueError(f"{path}: does not fit {what}: {len(missing)} missing keys {missing[:8]}, "
+                         f"{len(unexpected)} unexpected keys {unexpected[:8]}")
+
+
+def _check_shapes(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})" for k, v in state.items()
+             if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise ValueError(f"{path}: tensors of another shape than the model's: {wrong[:5]}")
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
