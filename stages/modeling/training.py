@@ -25,7 +25,7 @@ from detectron2.data.samplers import RepeatFactorTrainingSampler
 from detectron2.engine import hooks
 from detectron2.engine.train_loop import SimpleTrainer
 from detectron2.solver import build_lr_scheduler
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping, reduce_param_groups
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.utils.logger import setup_logger
@@ -189,11 +189,37 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def layer_lr_scales(model: torch.nn.Module, decay: float) -> dict[torch.nn.Parameter, float]:
+    """Layer-wise learning-rate decay (ViTDet, EVA-02 detection): a trunk parameter at depth d (0 for
+    the embeddings, i + 1 for block i) learns at decay ** (depth + 1 - d) of the base rate; the
+    trunk's last norm, the feature pyramid and the heads at the base rate."""
+    trunk = getattr(getattr(model, "backbone", None), "net", None)
+    if not hasattr(trunk, "lr_layer_ids"):
+        raise ValueError("config key 'model.layer_decay' < 1 needs a ViT trunk (model.backbone: vit_sfp)")
+    depth = len(trunk.model.blocks)
+    params = dict(trunk.model.named_parameters())
+    return {params[name]: decay ** (depth + 1 - layer) for name, layer in trunk.lr_layer_ids().items()}
+
+
+def optimizer_param_groups(cfg, model: torch.nn.Module) -> list[dict[str, Any]]:
+    """detectron2's parameter groups (no weight decay on norms), each learning rate scaled by the
+    layer-wise decay when cfg.SOLVER.LAYER_DECAY < 1."""
+    groups = get_default_optimizer_params(model, base_lr=cfg.SOLVER.BASE_LR, weight_decay_norm=0.0)
+    decay = float(cfg.SOLVER.get("LAYER_DECAY", 1.0))
+    if decay == 1.0:
+        return groups
+    scales = layer_lr_scales(model, decay)
+    per_param = [{**{k: v for k, v in g.items() if k != "params"}, "params": [p]} for g in groups for p in g["params"]]
+    for group in per_param:
+        group["lr"] = group["lr"] * scales.get(group["params"][0], 1.0)
+    return reduce_param_groups(per_param)
+
+
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """SGD (momentum 0.9) or AdamW (cfg.SOLVER.OPTIMIZER), with detectron2's parameter groups
-    (no weight decay on norms) and gradient clipping. The paper's 4e-5 learning rate is AdamW's."""
-    params = get_default_optimizer_params(model, base_lr=cfg.SOLVER.BASE_LR,
-                                          weight_decay_norm=0.0)
+    (no weight decay on norms, layer-wise decay when configured) and gradient clipping. The paper's
+    4e-5 learning rate is AdamW's."""
+    params = optimizer_param_groups(cfg, model)
     kind = cfg.SOLVER.OPTIMIZER
     if kind == "sgd":
         return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(params, lr=cfg.SOLVER.BASE_LR, momentum=0.9,
