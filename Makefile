@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv/bin
 CORES ?= 2
 
-.PHONY: setup run test lint report dag
+.PHONY: setup run test lint report dag gpu-wheels
 
 setup:
 	bash envs/setup.sh
@@ -23,3 +23,7 @@ lint: setup
 # The DAG picture of docs/design.md, redrawn from the rules (tests/test_architecture.py checks it is current).
 dag: setup
 	$(VENV)/snakemake --rulegraph mermaid-js -- paper_tables | $(VENV)/python docs/rulegraph.py docs/design.md
+
+# The wheels the GPU machine lacks (.whl/, git-ignored), for benchmarks/gpu_check.sh.
+gpu-wheels: setup
+	bash envs/gpu_wheels.sh

@@ -97,8 +97,11 @@ def patch_source(root: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="reinstall even if already patched")
+    parser.add_argument("--wheel-dir", type=Path, default=None,
+                        help="build a wheel of the patched package into this folder instead of installing it "
+                             "(pure Python: it installs on any Python >= 3.7, e.g. a GPU machine's)")
     args = parser.parse_args(argv)
-    if not args.force and _already_installed():
+    if args.wheel_dir is None and not args.force and _already_installed():
         print("detectron2 (patched pure-Python v0.6) already installed")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
             tar.extractall(tmpdir, filter="data")
         (root,) = [p for p in tmpdir.iterdir() if p.is_dir()]
         patch_source(root)
+        if args.wheel_dir is not None:
+            subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w",
+                            str(args.wheel_dir), str(root)], check=True)
+            print(f"detectron2 (patched pure-Python v0.6) wheel -> {args.wheel_dir}")
+            return 0
         subprocess.run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", str(root)],
                        check=True)
     if not _already_installed():

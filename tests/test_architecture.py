@@ -137,3 +137,16 @@ def test_the_dag_picture_in_the_docs_is_current() -> None:
     design = (REPO / "docs" / "design.md").read_text()
     committed = design[design.index(BEGIN) + len(BEGIN):design.index(END)].strip()
     assert committed == mermaid(done.stdout), "docs/design.md's DAG is stale: run `make dag`"
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_in_its_cpu_dry_mode(tmp_path: Path) -> None:
+    """benchmarks/gpu_check.py works before a GPU is there: every part runs on the CPU at tiny sizes."""
+    out = tmp_path / "gpu.md"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--dry", "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = out.read_text()
+    for part in ("| a | teacher", "| b | DDP over GLOO", "| c | student", "| e | GPU Faiss"):
+        assert part in text, part
+    assert "FAILED" not in text
