@@ -12,6 +12,9 @@ section of this IoU type in) a markdown table.
 
     nice .venv/bin/python benchmarks/bench_lvis_eval.py --images 20000 --official-images 5000
     nice .venv/bin/python benchmarks/bench_lvis_eval.py --iou-type segm --images 1000
+
+faster-coco-eval's LVIS mode runs on the same subset as LVISEval, and its nine AP values are compared
+with LVISEval's.
 """
 
 from __future__ import annotations
@@ -131,6 +134,40 @@ def run_official(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int):
     return evaluator, time.perf_counter() - start
 
 
+def run_peer(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int):
+    """faster-coco-eval's LVIS mode (COCOeval_faster, lvis_style=True), the evaluator a speed-minded
+    user would pick: its own json loading and results conversion included, as for the others."""
+    import copy
+
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    start = time.perf_counter()
+    gt = COCO(str(gt_path))
+    results = gt.loadRes(copy.deepcopy(dets))  # loadRes writes into the dicts
+    evaluator = COCOeval_faster(gt, results, iou_type, lvis_style=True, print_function=lambda *a, **k: None)
+    evaluator.params.maxDets = [max_dets]
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    return evaluator, time.perf_counter() - start
+
+
+PEER_KEYS = {"AP": "AP_all", "AP50": "AP_50", "AP75": "AP_75", "APs": "AP_small", "APm": "AP_medium",
+             "APl": "AP_large", "APr": "APr", "APc": "APc", "APf": "APf"}
+
+
+def peer_difference(peer, official_results: dict) -> float:
+    """max |difference| of the nine AP values between faster-coco-eval and LVISEval (-1 equal to -1)."""
+    stats = peer.stats_as_dict
+    worst = 0.0
+    for ours, theirs in PEER_KEYS.items():
+        a, b = float(stats[theirs]), float(official_results[ours])
+        if (a < 0) != (b < 0):
+            return math.inf
+        worst = max(worst, abs(a - b))
+    return worst
+
+
 def differences(fast, official) -> tuple[float, float]:
     """max |difference| over the summary metrics (-1 on both sides counts as equal) and the precision."""
     worst = 0.0
@@ -145,9 +182,10 @@ def differences(fast, official) -> tuple[float, float]:
 def update_markdown(path: Path, iou_type: str, section: str) -> None:
     """Replace this IoU type's section of the table file (the other one stays)."""
     head = ("# LVIS evaluation benchmark (benchmarks/bench_lvis_eval.py)\n\n"
-            "Official `lvis` 0.5.3 LVISEval (through `stages.lvis_eval.run_lvis_eval`) against "
-            "`stages.fast_lvis_eval.fast_lvis_eval`, same gt json and detections, one process, timed one after "
-            "the other on a shared 2-core machine. Times include loading the gt json. Agreement: max |difference| "
+            "Official `lvis` 0.5.3 LVISEval (through `stages.evaluation.lvis_eval.run_lvis_eval`), "
+            "`stages.evaluation.fast_lvis_eval.fast_lvis_eval` and faster-coco-eval 1.8's LVIS mode "
+            "(`COCOeval_faster(..., lvis_style=True)`, maxDets [300]), same gt json and detections, one process, "
+            "timed one after the other on a shared 2-core machine. Times include loading the gt json. Agreement: max |difference| "
             "of the 13 summary values (AP..APf, AR) and of the whole precision array (T x R x K x A).\n")
     text = path.read_text() if path.exists() else head
     begin, end = f"<!-- {iou_type}:begin -->", f"<!-- {iou_type}:end -->"
@@ -194,6 +232,9 @@ def main() -> None:
         fast, t_fast = run_fast(sub_path, sub_dets, args.iou_type, args.max_dets)
         print(f"fast, {n_official} images: {t_fast:.1f} s, AP {fast.results['AP']:.4f}", flush=True)
         rss_fast = peak_rss_gb()
+        peer, t_peer = run_peer(sub_path, sub_dets, args.iou_type, args.max_dets)
+        print(f"faster-coco-eval, {n_official} images: {t_peer:.1f} s", flush=True)
+        rss_peer = peak_rss_gb()
         official, t_official = run_official(sub_path, sub_dets, args.iou_type, args.max_dets)
         print(f"official, {n_official} images: {t_official:.1f} s, AP {float(official.results['AP']):.4f}", flush=True)
     d_summary, d_precision = differences(fast, official)
@@ -201,6 +242,10 @@ def main() -> None:
     rows.insert(0, f"| official LVISEval | {n_official:,} | {len(sub_dets):,} | {t_official:.1f} | | | | {peak_rss_gb():.1f} |")
     rows.insert(1, f"| fast | {n_official:,} | {len(sub_dets):,} | {t_fast:.2f} | **{t_official / t_fast:.0f}x** | "
                    f"{d_summary:.1e} | {d_precision:.1e} | {rss_fast:.1f} |")
+    d_peer = peer_difference(peer, official.results)
+    rows.insert(2, f"| faster-coco-eval 1.8 (LVIS mode) | {n_official:,} | {len(sub_dets):,} | {t_peer:.2f} | "
+                   f"{t_official / t_peer:.1f}x (fast is **{t_peer / t_fast:.1f}x** faster) | {d_peer:.1e} (AP values) | | "
+                   f"{rss_peer:.1f} |")
     if n_official < args.images:
         rows.append(f"| official, linear extrapolation (not measured) | {args.images:,} | | "
                     f"~{t_official * args.images / n_official:.0f} | ~{t_official * args.images / n_official / t_full:.0f}x | "
