@@ -31,8 +31,8 @@ import yaml
 from stages.data.images import decode_rgb, read_image_bytes, to_tensor
 from stages.data.lvis import load_lvis
 from stages.data.minilvis import make_minilvis
-from stages.retrieval.crops import context_box, embed_crops, query_crops
-from stages.retrieval.encoders import build_encoder, l2_normalise
+from stages.retrieval.crops import CropDataset, context_box, embed_crops, query_crops
+from stages.retrieval.encoders import build_encoder, embed_dataset, l2_normalise
 from stages.retrieval.index import build_index, search
 from stages.utils.config import DEFAULT_CONFIG_PATH
 
@@ -90,6 +90,49 @@ def bench_embedding(crop_size: int, batch_sizes: list[int], repeats: int) -> lis
         *rows,
         "",
     ]
+
+
+HUB = Path(__file__).resolve().parent.parent.parent / "shared" / "dinov2-hub"
+
+
+def bench_limit(encoders: list[str], crop_size: int, batch_size: int, repeats: int) -> list[str]:
+    """The stage against the model's own speed: the encoder's pure forward pass on pre-decoded,
+    pre-resized tensors (the limit) and the stage's loop (read, decode, crop, resize, forward, with
+    the next batch read while the encoder runs), same crops, same batch size, interleaved rounds."""
+    config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    device = torch.device("cpu")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        make_minilvis(config["minilvis"], config["seed"], out)
+        for name in encoders:
+            embed_cfg = {**config["embed"], "query_frequencies": ["r", "c", "f"], "crop_size": crop_size,
+                         "batch_size": batch_size, "workers": 0}
+            if name == "dinov2_vits14":
+                if not (HUB / "hubconf.py").is_file():
+                    rows.append(f"| {name} | skipped: no DINOv2 hub code at {HUB} | | | |")
+                    continue
+                embed_cfg |= {"encoder": "dinov2_hub", "hub_repo": str(HUB), "hub_model": "dinov2_vits14"}
+            encoder = build_encoder(embed_cfg, device)
+            crops, _ = query_crops(load_lvis(out / "train.json"), out / "images", ["r", "c", "f"])
+            dataset = CropDataset(crops, float(embed_cfg["context"]), crop_size)
+            tensors = torch.stack([dataset[i][0] for i in range(len(dataset))])  # decoded once, outside the timing
+            limit_s, stage_s = [], []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for k in range(0, len(tensors), batch_size):
+                    encoder.embed(tensors[k:k + batch_size])
+                limit_s.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                embed_dataset(CropDataset(crops, float(embed_cfg["context"]), crop_size), encoder, batch_size, 0, "bench")
+                stage_s.append(time.perf_counter() - start)
+            limit, stage = float(np.median(limit_s)), float(np.median(stage_s))
+            rows.append(f"| {name} | {len(tensors) / limit:.1f} | {len(tensors) / stage:.1f} | **{limit / stage:.2f}** | "
+                        f"{len(tensors)} |")
+    return [f"### The stage against the model's own speed ({crop_size} px, batch {batch_size}, medians of {repeats} "
+            "interleaved rounds)", "",
+            "| encoder | limit: forward only on decoded tensors (crops/s) | stage (crops/s) | stage / limit | crops |",
+            "|---|---:|---:|---:|---:|", *rows, ""]
 
 
 def replace_section(text: str, name: str, body: list[str]) -> str:
@@ -173,6 +216,9 @@ def main() -> None:
     parser.add_argument("--crop-sizes", type=int, nargs="+", default=[96, 224])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--skip-embedding", action="store_true")
+    parser.add_argument("--limit-encoders", nargs="*", default=["efficientnet_lite0", "dinov2_vits14"])
+    parser.add_argument("--limit-batch", type=int, default=8)
+    parser.add_argument("--skip-limit", action="store_true")
     parser.add_argument("--skip-faiss", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/retrieval.md"))
@@ -190,6 +236,9 @@ def main() -> None:
                  "CPU, batching pays at small inputs; at 224 px the per-image cost is compute-bound and large",
                  "batches fall out of cache: set `embed.batch_size` per machine (on a GPU, the largest that fits)."]
         text = replace_section(text, "embedding", body)
+    if not args.skip_limit:
+        body = [command, machine, ""] + bench_limit(args.limit_encoders, 224, args.limit_batch, args.repeats)
+        text = replace_section(text, "limit", body)
     if not args.skip_faiss:
         body = [command, machine, ""]
         body += bench_faiss(args.pool, args.dim, args.queries, args.k, args.kinds, args.nlist, args.pq_m, args.nprobes,

@@ -85,3 +85,19 @@ def test_onehot_variant_targets():
     out = select_pseudo_labels(dets, torch.zeros(3), 2.0, "onehot", "sigmoid", threshold=0.5)
     torch.testing.assert_close(out.gt_soft_classes, torch.tensor([[0.0, 1.0, 0.0]]))
     assert out.gt_classes.tolist() == [1]
+
+
+def test_the_correction_scope():
+    """all_classes: eq. (5) as written, every entry moves by lambda * Delta; detected_class: only the
+    detected class's entry, the one whose calibration Delta measured."""
+    y = torch.tensor([[0.6, 0.03, 0.1], [0.05, 0.7, 0.2]])
+    classes = torch.tensor([0, 1])
+    delta = torch.tensor([0.1, 0.4, -0.05])
+    everywhere, _ = pseudo_label_targets(y, classes, delta, 1.0, "soft_corrected", "sigmoid", scope="all_classes")
+    torch.testing.assert_close(everywhere, torch.tensor([[0.7, 0.43, 0.05], [0.15, 1.0, 0.15]]))
+    detected, score = pseudo_label_targets(y, classes, delta, 1.0, "soft_corrected", "sigmoid", scope="detected_class",
+                                           select_on="corrected_score")
+    torch.testing.assert_close(detected, torch.tensor([[0.7, 0.03, 0.1], [0.05, 1.0, 0.2]]))
+    torch.testing.assert_close(score, torch.tensor([0.7, 1.0]))
+    with pytest.raises(ValueError, match="student.correction_scope"):
+        pseudo_label_targets(y, classes, delta, 1.0, "soft_corrected", "sigmoid", scope="some")

@@ -26,7 +26,7 @@ import torch
 
 from stages.core.registry import Registry
 
-# (class_scores (N, C), classes (N,), delta (C,), lambda) -> targets (N, C) in [0, 1]
+# (class_scores (N, C), classes (N,), delta (N, C) -- Delta where eq. (5) applies --, lambda) -> targets (N, C) in [0, 1]
 TargetsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
@@ -62,9 +62,31 @@ SELECT_ON = ("teacher_score", "corrected_score")
 STUDENT_VARIANTS.register("labeled_only")(StudentVariant(targets=None))
 
 
+# Which entries of a pseudo-label's class vector eq. (5) corrects (``student.correction_scope``):
+# every class (the equation as written), or the detected class only -- Delta_i is measured on the
+# teacher's detections *of class i*, so it says nothing about class i's small probability on a box
+# the teacher reads as another class.
+CORRECTION_SCOPES = ("all_classes", "detected_class")
+
+
+def scoped_delta(delta: torch.Tensor, classes: torch.Tensor, num_classes: int, scope: str) -> torch.Tensor:
+    """(N, C): Delta where eq. (5) applies for N detections of ``classes``, 0 elsewhere."""
+    if scope not in CORRECTION_SCOPES:
+        raise ValueError(f"config key 'student.correction_scope': {scope!r} is not one of {', '.join(CORRECTION_SCOPES)}")
+    delta = delta.reshape(-1)
+    if scope == "all_classes":
+        return delta.view(1, -1).expand(classes.shape[0], num_classes)
+    out = torch.zeros((classes.shape[0], num_classes), dtype=delta.dtype, device=delta.device)
+    rows = torch.arange(classes.shape[0], device=classes.device)
+    out[rows, classes] = delta[classes]
+    return out
+
+
 def corrected_scores(class_scores: torch.Tensor, delta: torch.Tensor, lam: float) -> torch.Tensor:
-    """Eq. (5): clip(y + lambda * Delta, 0, 1) for (N, C) teacher vectors and (C,) Delta."""
-    return (class_scores + lam * delta.to(class_scores).view(1, -1)).clamp_(0.0, 1.0)
+    """Eq. (5): clip(y + lambda * Delta, 0, 1) for (N, C) teacher vectors and a (C,) Delta (every
+    class) or an (N, C) one (:func:`scoped_delta`)."""
+    delta = delta.to(class_scores)
+    return (class_scores + lam * (delta.view(1, -1) if delta.ndim == 1 else delta)).clamp_(0.0, 1.0)
 
 
 @student_variant("onehot")
@@ -86,12 +108,13 @@ def soft_corrected_targets(class_scores: torch.Tensor, classes: torch.Tensor, de
 
 
 def pseudo_label_targets(class_scores: torch.Tensor, classes: torch.Tensor, delta: torch.Tensor, lam: float,
-                         variant: str, loss: str, select_on: str = "teacher_score") -> tuple[torch.Tensor, torch.Tensor]:
+                         variant: str, loss: str, select_on: str = "teacher_score",
+                         scope: str = "all_classes") -> tuple[torch.Tensor, torch.Tensor]:
     """(targets (N, C), the score each detection is selected on) for a variant.
 
     ``select_on``: ``teacher_score`` -- the teacher's probability of the detected class; or
     ``corrected_score`` -- the variant's target for it (the corrected score for a variant that uses
-    Delta, the teacher's score otherwise).
+    Delta, the teacher's score otherwise). ``scope``: the entries eq. (5) corrects (CORRECTION_SCOPES).
     """
     kind = STUDENT_VARIANTS.get(variant)
     if kind.targets is None:
@@ -99,6 +122,8 @@ def pseudo_label_targets(class_scores: torch.Tensor, classes: torch.Tensor, delt
     if select_on not in SELECT_ON:
         raise ValueError(f"config key 'student.select_on': {select_on!r} is not one of {', '.join(SELECT_ON)}")
     rows = torch.arange(classes.shape[0], device=classes.device)
+    if kind.uses_delta:
+        delta = scoped_delta(delta, classes, class_scores.shape[1], scope)
     targets = kind.targets(class_scores, classes, delta, lam)
     corrected = select_on == "corrected_score" and kind.uses_delta
     scores = (targets if corrected else class_scores)[rows, classes]

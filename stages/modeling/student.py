@@ -44,7 +44,7 @@ from stages.utils.weights import load_checkpoint_state
 
 def select_pseudo_labels(detections: Instances, delta: torch.Tensor, lam: float, variant: str, loss: str,
                          threshold: float, select_on: str = "teacher_score", ignore_threshold: float | None = None,
-                         nms_threshold: float = 0.5) -> Instances:
+                         nms_threshold: float = 0.5, scope: str = "all_classes") -> Instances:
     """Teacher detections (with ``class_scores`` and ``pred_masks``) -> student targets.
 
     Kept: detections whose selection score (stages.core.pseudo_labels) exceeds ``threshold``, after
@@ -55,7 +55,7 @@ def select_pseudo_labels(detections: Instances, delta: torch.Tensor, lam: float,
     since the teacher was not sure either way.
     """
     targets, scores = pseudo_label_targets(detections.class_scores, detections.pred_classes, delta, lam, variant, loss,
-                                           select_on)
+                                           select_on, scope)
     low = threshold if ignore_threshold is None else min(ignore_threshold, threshold)
     candidates = torch.nonzero(scores > low).flatten()
     if candidates.numel():
@@ -118,7 +118,8 @@ class StudentLoss:
         for u, out in zip(unlabeled, outputs):
             pseudo = select_pseudo_labels(out["instances"], self.delta.to(self.device), self.student_cfg["lambda"],
                                           self.variant, self.loss_kind, self.student_cfg["score_threshold"],
-                                          self.student_cfg["select_on"], self.student_cfg["ignore_threshold"])
+                                          self.student_cfg["select_on"], self.student_cfg["ignore_threshold"],
+                                          scope=self.student_cfg["correction_scope"])
             batch.append({"image": u["image"], "height": u["height"], "width": u["width"], "instances": pseudo})
         # Logged with the losses: how many pseudo-labels pass the threshold, how many regions are ignored.
         storage = get_event_storage()

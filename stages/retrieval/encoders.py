@@ -17,7 +17,8 @@ column ``row``, with the encoder's name and input size in the parquet metadata).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,26 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
 
 
+def prefetched_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[torch.Tensor, list[Any]]]:
+    """``(stacked images, tags)`` batches in order, the next one read by a background thread while the
+    caller computes on the current one."""
+
+    def load(start: int) -> tuple[torch.Tensor, list[Any]]:
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        return torch.stack([image for image, _ in items]), [tag for _, tag in items]
+
+    starts = list(range(0, len(dataset), batch_size))
+    if not starts:
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, starts[0])
+        for following in [*starts[1:], None]:
+            batch = pending.result()
+            if following is not None:
+                pending = pool.submit(load, following)
+            yield batch
+
+
 def embed_dataset(
     dataset: Dataset, encoder: ImageEncoder, batch_size: int, workers: int, desc: str
 ) -> tuple[np.ndarray, list[Any]]:
@@ -252,8 +273,11 @@ def embed_dataset(
 
     Returns the L2-normalised float32 embeddings (N, dim) and the tags in the same order (the
     caller checks them against what it expected, so a reordering can never go unnoticed).
+    Reading and decoding the next batch overlaps the encoder's forward pass: in ``workers``
+    DataLoader processes, or, with ``workers`` 0, in one prefetch thread (PIL releases the GIL).
     """
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    loader = (DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers) if workers > 0
+              else prefetched_batches(dataset, batch_size))
     chunks: list[np.ndarray] = []
     tags: list[Any] = []
     with tqdm(total=len(dataset), desc=desc, unit="img") as bar:
