@@ -83,3 +83,23 @@ def test_the_snakefile_refuses_nan_naming_the_key(tmp_path: Path) -> None:
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "config key 'dedup.near_duplicate_cosine': nan is not a finite number" in done.stdout + done.stderr
+
+
+def test_tuning_grids_are_every_combination_and_refuse_bad_points() -> None:
+    from stages.pipeline.experiments import grid_points, point_name, student_grid
+
+    config = load_config(REPO / "config.yaml")
+    config["tuning"]["student"] = {"lambda": [0.0, 2.0], "select_on": ["teacher_score", "corrected_score"],
+                                   "unlabeled_weight": []}  # an empty list keeps the configured value
+    points = grid_points(config, "student")
+    assert points == [{"lambda": 0.0, "select_on": "teacher_score"}, {"lambda": 0.0, "select_on": "corrected_score"},
+                      {"lambda": 2.0, "select_on": "teacher_score"}, {"lambda": 2.0, "select_on": "corrected_score"}]
+    assert point_name("student", points[1]) == "student_lambda0_select_oncorrected_score"
+    assert len({e.name for e in student_grid(config)}) == 4
+
+    config["tuning"]["student"] = {"lamda": [1.0]}
+    with pytest.raises(ConfigError, match="lamda"):
+        grid_points(config, "student")
+    config["tuning"]["student"] = {"select_on": ["teacher_score", "best_score"]}
+    with pytest.raises(ConfigError, match="tuning.student.*best_score"):
+        grid_points(config, "student")

@@ -160,7 +160,7 @@ def test_paper_tables_builds_exactly_the_runs_the_tables_and_figures_need(tmp_pa
     config["sweep"].update(fractions=[0.5, 1.0], variants=["onehot", "similarity_frequency"])
     config["student"]["variants"] = ["onehot", "soft_corrected"]
     config["teacher"]["use_tuned"] = use_tuned
-    config["tuning"].update(teacher_eps=[0.05, 0.1] if use_tuned else [], teacher_gamma=[1.5])
+    config["tuning"] = {"teacher": {"eps": [0.05, 0.1] if use_tuned else [], "gamma": [1.5]}, "student": {}}
     jobs = _dry_run_jobs("paper_tables", config, tmp_path)
     assert jobs["experiment_teacher"] == 2 * 2 + (2 if use_tuned else 0)  # Fig. 2 sweep (+ the eps grid)
     assert jobs["train_student"] == 2 and jobs["evaluate"] == 1 + 2  # Table 1's rows

@@ -9,8 +9,11 @@ is a key into this table, never parsed back into values.
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
+
+from stages.utils.config import ConfigError, validate_config
 
 
 @dataclass(frozen=True)
@@ -50,36 +53,48 @@ def fraction_dataset(fraction: float) -> str:
     return f"full_frac{float(fraction):g}"
 
 
-def grid_values(config: dict[str, Any], grid_key: str, section: str, key: str) -> list:
-    """A tuning grid from ``tuning.<grid_key>``, or the configured value alone when it is empty."""
-    return list(config["tuning"][grid_key]) or [config[section][key]]
-
-
 def sweep_experiments(config: dict[str, Any]) -> list[Experiment]:
     """Fig. 2: a teacher per smoothing kind and labeled fraction of the full train set, on val."""
     return [Experiment(f"sweep_{kind}_frac{float(f):g}", "teacher", fraction_dataset(f), {"teacher": {"smoothing": kind}})
             for kind in config["sweep"]["variants"] for f in config["sweep"]["fractions"]]
 
 
+def grid_points(config: dict[str, Any], section: str) -> list[dict[str, Any]]:
+    """The points of the tuning grid ``tuning.<section>`` (key -> values of ``<section>.<key>``): every
+    combination of the listed values; keys without values keep the configured one."""
+    spec = config["tuning"][section]
+    unknown = sorted(k for k in spec if k not in config[section])
+    if unknown:
+        raise ConfigError(f"config key 'tuning.{section}': {unknown} are not keys of '{section}'")
+    keys = [k for k, values in spec.items() if values]
+    points = [dict(zip(keys, values)) for values in itertools.product(*(spec[k] for k in keys))]
+    for point in points:  # a grid value out of its key's range fails now, naming the key, not in a job
+        try:
+            validate_config(merged_config(config, {section: point}))
+        except ConfigError as error:
+            raise ConfigError(f"config key 'tuning.{section}', point {point}: {error}") from None
+    return points
+
+
+def point_name(prefix: str, point: dict[str, Any]) -> str:
+    return "_".join([prefix, *(f"{k}{float(v):g}" if isinstance(v, (int, float)) else f"{k}{v}" for k, v in point.items())])
+
+
 def teacher_grid(config: dict[str, Any], dataset: str = "train85") -> list[Experiment]:
-    """The eps x gamma grid of ``teacher.smoothing`` (section 4.1): on train85, evaluated on holdout15;
-    on ``full`` for the retrained final teacher (only the chosen point is ever built)."""
+    """The grid ``tuning.teacher`` (eps x gamma in the paper, section 4.1): on train85, evaluated on
+    holdout15; on ``full`` for the retrained final teacher (only the chosen point is ever built)."""
     evalset = "holdout15" if dataset == "train85" else "val"
-    return [Experiment(f"teacher_{dataset}_eps{float(e):g}_gamma{float(g):g}", "teacher", dataset,
-                       {"teacher": {"eps": e, "gamma": g}}, evalset=evalset)
-            for e in grid_values(config, "teacher_eps", "teacher", "eps")
-            for g in grid_values(config, "teacher_gamma", "teacher", "gamma")]
+    return [Experiment(point_name(f"teacher_{dataset}", p), "teacher", dataset, {"teacher": p}, evalset=evalset)
+            for p in grid_points(config, "teacher")]
 
 
 def student_grid(config: dict[str, Any]) -> list[Experiment]:
-    """The lambda x unlabeled-weight grid of the corrected student from the train85 teacher, as the
-    paper tunes it on its 15% split without reusing data: Delta from holdout15's half a, the choice
-    on half b. lambda = 0 is the soft student."""
-    return [Experiment(f"student_lam{float(lam):g}_w{float(w):g}", "student", "train85",
-                       {"student": {"lambda": lam, "unlabeled_weight": w}}, variant="soft_corrected",
+    """The grid ``tuning.student`` (lambda x unlabeled weight in the paper) of the corrected student
+    from the train85 teacher, tuned as the paper tunes it on its 15% split, without reusing data:
+    Delta from holdout15's half a, the choice on half b. lambda = 0 is the soft student."""
+    return [Experiment(point_name("student", p), "student", "train85", {"student": p}, variant="soft_corrected",
                        delta_on="holdout15_a", evalset="holdout15_b")
-            for lam in grid_values(config, "student_lambda", "student", "lambda")
-            for w in grid_values(config, "student_unlabeled_weight", "student", "unlabeled_weight")]
+            for p in grid_points(config, "student")]
 
 
 def seed_teacher(seed: int) -> str:
@@ -110,10 +125,14 @@ def experiments(config: dict[str, Any]) -> dict[str, Experiment]:
     return table
 
 
-def chosen_teacher(config: dict[str, Any], choice: dict[str, dict[str, float]], dataset: str) -> Experiment:
+def _same(a: Any, b: Any) -> bool:
+    return float(a) == float(b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else a == b
+
+
+def chosen_teacher(config: dict[str, Any], choice: dict[str, dict[str, Any]], dataset: str) -> Experiment:
     """The grid teacher on ``dataset`` at a tuning choice (the overlay written by stages.choose)."""
-    point = (float(choice["teacher"]["eps"]), float(choice["teacher"]["gamma"]))
     for exp in teacher_grid(config, dataset):
-        if (float(exp.overlay["teacher"]["eps"]), float(exp.overlay["teacher"]["gamma"])) == point:
+        point = exp.overlay["teacher"]
+        if point.keys() == choice["teacher"].keys() and all(_same(point[k], choice["teacher"][k]) for k in point):
             return exp
     raise ValueError(f"the tuning choice {choice} is not a point of the teacher grid")

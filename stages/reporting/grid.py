@@ -18,7 +18,7 @@ def grid_table(runs: list[str]) -> pd.DataFrame:
     rows = []
     for spec in runs:
         settings, path = spec.split(":", 1)
-        row = {k: float(v) for k, v in (pair.split("=") for pair in settings.split(","))}
+        row = {k: _value(v) for k, v in (pair.split("=", 1) for pair in settings.split(","))}
         metrics = json.loads(open(path).read())
         row.update(AP=metrics["segm"]["AP"], APr=metrics["segm"]["APr"], ECE=metrics["ece"])
         rows.append(row)
@@ -28,13 +28,22 @@ def grid_table(runs: list[str]) -> pd.DataFrame:
 METRIC_COLUMNS = ("AP", "APr", "ECE")
 
 
-def choose(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+def _value(text: str) -> float | str:
+    """A grid value as written in a run spec: a number, or a name (e.g. a select_on setting)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def choose(table: pd.DataFrame) -> dict[str, dict[str, float | str]]:
     """The best grid point (highest AP, then APr) as a nested config overlay."""
     keys = [c for c in table.columns if c not in METRIC_COLUMNS]
     ranked = table.assign(_apr=table["APr"].fillna(-math.inf)).sort_values(["AP", "_apr"], ascending=False)
     best = ranked.iloc[0]
-    overlay: dict[str, dict[str, float]] = {}
+    overlay: dict[str, dict[str, float | str]] = {}
     for key in keys:
         section, name = key.split(".", 1)
-        overlay.setdefault(section, {})[name] = float(best[key])
+        value = best[key]
+        overlay.setdefault(section, {})[name] = value if isinstance(value, str) else float(value)
     return overlay
