@@ -117,10 +117,10 @@ def check_ddp(ctx: dict[str, Any]) -> dict[str, Any]:
     try:
         probe = torch.ones(4, device=device)
         dist.all_reduce(probe)
-        model = build_detector(detectron2_config(config, 20, solver=config["teacher"]))
+        data = json.loads((ctx["work"] / "data" / "train.json").read_text())
+        model = build_detector(detectron2_config(config, len(data["categories"]), solver=config["teacher"]))
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[0] if device == "cuda" else None)
         optimizer = torch.optim.SGD(ddp.parameters(), lr=1e-4)
-        data = json.loads((ctx["work"] / "data" / "train.json").read_text())
         from stages.data.lvis import dataset_dicts
 
         dicts = dataset_dicts(data, ctx["work"] / "data" / "images")[:2]
