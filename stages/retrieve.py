@@ -13,7 +13,7 @@ import time
 import faiss
 
 from stages.retrieval.encoders import check_same_encoder, load_embeddings
-from stages.retrieval.index import build_index, neighbours_table, search
+from stages.retrieval.index import build_index, neighbours_table, resolve_index, search
 from stages.utils.atomic import write_parquet
 from stages.utils.config import load_stage_config
 
@@ -37,11 +37,15 @@ def main(argv: list[str] | None = None) -> None:
     check_same_encoder(queries, pool)
     if len(queries.vectors) == 0:
         raise ValueError(f"{args.queries}: no query vectors")
+    retrieve_cfg, why = resolve_index(len(pool.vectors), len(queries.vectors), pool.vectors.shape[1], retrieve_cfg,
+                                      config["num_threads"])
+    print(f"retrieve: {why}")
     start = time.perf_counter()
     index = build_index(pool.vectors, retrieve_cfg, seed=config["seed"])
     scores, ids = search(index, queries.vectors, retrieve_cfg["k"])
     table = neighbours_table(scores, ids, queries.index, pool.index)
-    write_parquet(table, args.out, metadata={"index": retrieve_cfg["index"], "k": str(ids.shape[1])})
+    write_parquet(table, args.out, metadata={"index": retrieve_cfg["index"], "index_choice": why,
+                                             "k": str(ids.shape[1])})
     print(
         f"retrieve: {len(queries.vectors)} queries x k={ids.shape[1]} in {len(pool.vectors)} pool images "
         f"({retrieve_cfg['index']}) -> {table['pool_image_id'].nunique()} distinct images, {args.out} "

@@ -28,7 +28,7 @@ from stages.retrieval.encoders import (
     build_encoder,
     efficientnet_lite0_model,
 )
-from stages.retrieval.index import build_index, search
+from stages.retrieval.index import AUTO_APPROXIMATE, build_index, resolve_index, search
 from stages.retrieval.pool import embed_images
 from stages.utils.config import DEFAULT_CONFIG_PATH
 
@@ -315,7 +315,7 @@ def test_flat_index_is_exact_and_clips_k() -> None:
     assert all_ids.shape == (20, 7)
 
 
-@pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivfflat", "ivfpq", "hnsw"])
 def test_approximate_indexes_recall_against_flat(kind: str) -> None:
     database, queries = clustered(5000, 64, 50, 2), clustered(200, 64, 50, 3)
     cfg = {"index": kind, "nlist": 64, "pq_m": 32, "nprobe": 8, "use_gpu": False}  # measured: ivfpq 0.86, hnsw 0.84
@@ -334,6 +334,18 @@ def test_exact_reranking_lifts_ivfpq_recall() -> None:
     assert recall(refined, truth) > 0.95
     exact = np.take_along_axis(queries @ database.T, refined, axis=1)  # re-ranked scores are exact cosines
     np.testing.assert_allclose(scores, exact, atol=1e-5)
+
+
+def test_auto_index_is_exact_while_fast_enough_and_says_why() -> None:
+    cfg = {"index": "auto", "auto_exact_seconds": 300, "nlist": 1024, "pq_m": 32, "nprobe": 16, "refine_factor": 4}
+    small, why = resolve_index(2_000, 500, 384, cfg, threads=2)  # the default mini-LVIS: ~1e-3 s exact
+    assert small["index"] == "flat" and "auto -> flat" in why
+    # web scale: 100M pool images x 10k rare-class crops x 1024 (ViT-L) on 16 threads: ~23 min exact
+    large, why = resolve_index(100_000_000, 10_000, 1024, cfg, threads=16)
+    assert {k: large[k] for k in AUTO_APPROXIMATE} == AUTO_APPROXIMATE and "> auto_exact_seconds 300" in why
+    tight, _ = resolve_index(2_000, 500, 384, {**cfg, "auto_exact_seconds": 1e-6}, threads=2)
+    assert tight["index"] == "flat"  # too small a pool to train IVF-PQ: exact however slow
+    assert resolve_index(2_000, 500, 384, {**cfg, "index": "hnsw"}, threads=2)[0]["index"] == "hnsw"
 
 
 def test_ivfpq_on_a_tiny_pool_asks_for_flat() -> None:

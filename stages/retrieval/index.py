@@ -6,7 +6,12 @@ Index kinds (``retrieve.index``):
 * ``ivfpq``: IndexIVFPQ (flat inner-product coarse quantiser, ``nlist`` lists, ``pq_m`` 8-bit
   sub-quantisers), trained on a seeded sample of the database; ``nprobe`` lists are visited, and
   with ``refine_factor`` r > 1 the top r * k candidates are re-ranked exactly.
+* ``ivfflat``: IndexIVFFlat (``nlist`` lists of exact vectors, ``nprobe`` visited).
 * ``hnsw``: IndexHNSWFlat with METRIC_INNER_PRODUCT (M = 32, efSearch >= max(k, 128)).
+* ``auto``: exact search while its predicted time (queries x pool x dim at the throughput
+  benchmarks/retrieval.md measured) stays under ``retrieve.auto_exact_seconds``, above that the
+  index the benchmark's recall/throughput frontier put first (``AUTO_APPROXIMATE``). The choice and
+  its reason go to the log and to ``neighbours.parquet``'s metadata.
 
 ``retrieve.use_gpu: true`` moves the index to all GPUs (``gpu_shard``: split the database over them, or
 replicate it), and fails loudly when faiss has no GPU; false keeps it on the CPU whatever is installed.
@@ -35,6 +40,61 @@ PQ_BITS = 8
 TRAIN_POINTS_PER_LIST = 256  # Faiss's upper guideline; more training points add time, not recall
 
 
+# Exact inner-product search throughput of IndexFlatIP per thread, in multiply-adds per second:
+# 1,000,000 x 2,000 x 384 in 8.31 s on 2 threads (benchmarks/retrieval.md, faiss section). Used only
+# to predict whether exact search is fast enough; a faster machine merely keeps exact search longer.
+EXACT_MADDS_PER_THREAD_SECOND = 4.6e10
+
+# Above the exact-search budget: IVF-PQ with exact re-ranking, the benchmark's best throughput at
+# recall@64 >= 0.95 on the harder (manifold) data set (benchmarks/retrieval.md, frontier section).
+AUTO_APPROXIMATE: dict[str, Any] = {"index": "ivfpq", "refine_factor": 4}
+
+
+def resolve_index(n_pool: int, n_queries: int, dim: int, retrieve_cfg: dict[str, Any], threads: int
+                  ) -> tuple[dict[str, Any], str]:
+    """``retrieve_cfg`` with ``index: auto`` replaced by the kind it stands for, and why."""
+    if retrieve_cfg["index"] != "auto":
+        return retrieve_cfg, f"retrieve.index: {retrieve_cfg['index']} (configured)"
+    predicted = n_pool * n_queries * dim / (EXACT_MADDS_PER_THREAD_SECOND * max(threads, 1))
+    budget = float(retrieve_cfg["auto_exact_seconds"])
+    if predicted <= budget or n_pool < 2**PQ_BITS * IVF_MIN_POINTS_PER_LIST:
+        return {**retrieve_cfg, "index": "flat"}, (
+            f"retrieve.index auto -> flat: exact search predicted {predicted:.1f} s "
+            f"<= auto_exact_seconds {budget:g} (or a pool too small to train an approximate index)")
+    return {**retrieve_cfg, **AUTO_APPROXIMATE}, (
+        f"retrieve.index auto -> {AUTO_APPROXIMATE}: exact search predicted {predicted:.1f} s "
+        f"> auto_exact_seconds {budget:g}")
+
+
+def _ivf_nlist(n: int, retrieve_cfg: dict[str, Any]) -> int:
+    nlist = int(retrieve_cfg["nlist"])
+    usable = max(1, n // IVF_MIN_POINTS_PER_LIST)
+    if nlist > usable:
+        print(
+            f"retrieve: nlist {nlist} -> {usable} for {n} database vectors "
+            f"(at least {IVF_MIN_POINTS_PER_LIST} training points per list)",
+            file=sys.stderr,
+        )
+        nlist = usable
+    return nlist
+
+
+def _train_sample(vectors: np.ndarray, n_train: int, seed: int) -> np.ndarray:
+    n = len(vectors)
+    sample = np.random.default_rng(seed).choice(n, size=n_train, replace=False) if n_train < n else np.arange(n)
+    return np.ascontiguousarray(vectors[np.sort(sample)])
+
+
+def _ivfflat(vectors: np.ndarray, retrieve_cfg: dict[str, Any], seed: int) -> faiss.Index:
+    """A trained, still empty IndexIVFFlat (trained on a seeded sample of ``vectors``)."""
+    n, d = vectors.shape
+    nlist = _ivf_nlist(n, retrieve_cfg)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.train(_train_sample(vectors, min(n, TRAIN_POINTS_PER_LIST * nlist), seed))
+    index.nprobe = min(int(retrieve_cfg["nprobe"]), nlist)
+    return index
+
+
 def _ivfpq(vectors: np.ndarray, retrieve_cfg: dict[str, Any], seed: int) -> faiss.Index:
     """A trained, still empty IndexIVFPQ (trained on a seeded sample of ``vectors``)."""
     n, d = vectors.shape
@@ -46,20 +106,10 @@ def _ivfpq(vectors: np.ndarray, retrieve_cfg: dict[str, Any], seed: int) -> fais
             f"retrieve.index ivfpq needs at least {2**PQ_BITS} database vectors to train its "
             f"{PQ_BITS}-bit product quantiser, the pool has {n}; use retrieve.index: flat"
         )
-    nlist = int(retrieve_cfg["nlist"])
-    usable = max(1, n // IVF_MIN_POINTS_PER_LIST)
-    if nlist > usable:
-        print(
-            f"retrieve: nlist {nlist} -> {usable} for {n} database vectors "
-            f"(at least {IVF_MIN_POINTS_PER_LIST} training points per list)",
-            file=sys.stderr,
-        )
-        nlist = usable
+    nlist = _ivf_nlist(n, retrieve_cfg)
     quantizer = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFPQ(quantizer, d, nlist, m, PQ_BITS, faiss.METRIC_INNER_PRODUCT)
-    n_train = min(n, TRAIN_POINTS_PER_LIST * max(nlist, 2**PQ_BITS))
-    sample = np.random.default_rng(seed).choice(n, size=n_train, replace=False) if n_train < n else np.arange(n)
-    index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
+    index.train(_train_sample(vectors, min(n, TRAIN_POINTS_PER_LIST * max(nlist, 2**PQ_BITS)), seed))
     index.nprobe = min(int(retrieve_cfg["nprobe"]), nlist)
     return index
 
@@ -80,11 +130,14 @@ def build_index(vectors: np.ndarray, retrieve_cfg: dict[str, Any], seed: int = 0
         index = faiss.IndexFlatIP(d)
     elif kind == "ivfpq":
         index = _ivfpq(vectors, retrieve_cfg, seed)
+    elif kind == "ivfflat":
+        index = _ivfflat(vectors, retrieve_cfg, seed)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = HNSW_EF_SEARCH
     else:
-        raise ValueError(f"retrieve.index: unknown index kind {kind!r} (flat | ivfpq | hnsw)")
+        raise ValueError(f"retrieve.index: unknown index kind {kind!r} (flat | ivfflat | ivfpq | hnsw; "
+                         "resolve auto with resolve_index first)")
     if retrieve_cfg.get("use_gpu"):
         index = _to_gpus(index, kind, shard=bool(retrieve_cfg.get("gpu_shard", True)))
     refine = int(retrieve_cfg.get("refine_factor", 0) or 0)
