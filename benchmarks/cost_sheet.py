@@ -11,6 +11,7 @@ import argparse
 import re
 from pathlib import Path
 
+from stages.pipeline.experiments import grid_points
 from stages.utils.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,15 +64,16 @@ def main() -> None:
         hours = iterations[rule] * s_iter * gpus[rule] / 3600
         rows.append((rule, f"{iterations[rule]:,} it x {s_iter:.2f} s/it x {gpus[rule]} GPUs "
                            f"({per_gpu_batch[rule]:g} images per GPU)", f"{hours:,.0f}", source))
-    teacher_runs = (len(config["tuning"]["teacher_eps"]) or 1) * (len(config["tuning"]["teacher_gamma"]) or 1)
-    student_runs = (len(config["tuning"]["student_lambda"]) or 1) * (len(config["tuning"]["student_unlabeled_weight"]) or 1)
+    teacher_runs, student_runs = len(grid_points(config, "teacher")), len(grid_points(config, "student"))
+    grid = {section: " x ".join(config["tuning"][section]) or "no" for section in ("teacher", "student")}
+    extra_seeds, students = len(config["seeds"]) - 1, len(config["student"]["variants"])
     teacher_hours, student_hours = (float(r[2].replace(",", "")) for r in rows)
-    rows.append(("tune_teacher (eps x gamma grid on train85)", f"{teacher_runs} teachers",
+    rows.append((f"tune_teacher ({grid['teacher']} grid on train85)", f"{teacher_runs} teachers",
                  f"{teacher_runs * teacher_hours:,.0f}", "extrapolated from train_teacher (the same iterations on 85% of the images)"))
-    rows.append(("tune_student (lambda x weight grid)", f"{student_runs} students", f"{student_runs * student_hours:,.0f}",
+    rows.append((f"tune_student ({grid['student']} grid)", f"{student_runs} students", f"{student_runs * student_hours:,.0f}",
                  "extrapolated from train_student"))
-    rows.append(("seeds (Table 1 under 2 more seeds)", "2 x (teacher + 4 students)",
-                 f"{2 * (teacher_hours + 4 * student_hours):,.0f}", "extrapolated"))
+    rows.append((f"seeds (Table 1 under {extra_seeds} more seeds)", f"{extra_seeds} x (teacher + {students} students)",
+                 f"{extra_seeds * (teacher_hours + students * student_hours):,.0f}", "extrapolated"))
     embed_images = POOL_IMAGES + LVIS_TRAIN_IMAGES + LVIS_VAL_IMAGES
     rows.append(("embed_images (DINOv2 ViT-L/14, 224 px)", f"{embed_images:,} images", f"{embed_images / 1000 / 3600:,.1f}",
                  "assumed 1,000 images/s on one GPU (the GPU check's part d measures the model's own rate)"))
@@ -94,7 +96,7 @@ def main() -> None:
     ]
     lines = ["# The paper-scale run's cost (benchmarks/cost_sheet.py)", "",
              "`.venv/bin/python -m benchmarks.cost_sheet --out benchmarks/paper_scale.md`", "",
-             f"From `{args.config.relative_to(REPO)}`: LVIS v1 ({LVIS_TRAIN_IMAGES:,} train images), about "
+             f"From `{args.config.resolve().relative_to(REPO) if args.config.resolve().is_relative_to(REPO) else args.config}`: LVIS v1 ({LVIS_TRAIN_IMAGES:,} train images), about "
              f"{RETRIEVED_IMAGES:,} retrieved unlabeled images (the paper), the paper's schedule. Every figure says "
              "whether it was measured, extrapolated from a measurement, or assumed.", "",
              "## GPU-hours per rule", "", "| rule | work | GPU-hours | source |", "|---|---|---|---|"]

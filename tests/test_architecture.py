@@ -150,3 +150,26 @@ def test_the_gpu_check_runs_in_its_cpu_dry_mode(tmp_path: Path) -> None:
     for part in ("| a | teacher", "| b | DDP over GLOO", "| c | student", "| e | GPU Faiss"):
         assert part in text, part
     assert "FAILED" not in text
+
+
+def test_the_cost_sheet_follows_the_config_and_a_measured_gpu_table(tmp_path: Path) -> None:
+    """benchmarks/cost_sheet.py counts the grids and seeds of the config it reads, and takes the
+    teacher's s/iter from a GPU check's table once one exists (the paper's figure before)."""
+    config = yaml.safe_load((REPO / "configs" / "lvis.yaml").read_text())
+    config["tuning"] = {"teacher": {"eps": [0.1, 0.2], "gamma": [1.0, 1.5, 2.0]}, "student": {"lambda": [0.0, 2.0]}}
+    config["seeds"] = [0, 1]
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+
+    def sheet(gpu_md: Path) -> str:
+        out = tmp_path / "sheet.md"
+        subprocess.run([sys.executable, "-m", "benchmarks.cost_sheet", "--config", str(tmp_path / "cfg.yaml"),
+                        "--gpu-md", str(gpu_md), "--out", str(out)], cwd=REPO, check=True, capture_output=True)
+        return out.read_text()
+
+    before = sheet(tmp_path / "absent.md")
+    assert "| 6 teachers |" in before and "| 2 students |" in before and "1 x (teacher + 4 students)" in before
+    assert "| train_teacher | 90,000 it x 0.40 s/it x 16 GPUs" in before  # the paper's 10 h on 16 V100s
+    (tmp_path / "gpu.md").write_text("| part | what | s/iter |\n|---|---|---|\n| a | teacher | 0.50 |\n")
+    after = sheet(tmp_path / "gpu.md")
+    teacher_row = next(line for line in after.splitlines() if line.startswith("| train_teacher |"))
+    assert "0.50 s/it" in teacher_row and "| 200 |" in teacher_row  # 90,000 x 0.5 s x 16 GPUs = 200 GPU-hours
