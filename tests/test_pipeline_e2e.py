@@ -195,7 +195,7 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     # the final teacher was retrained on the full labeled train set with the chosen values
     final = run / "experiments" / f"teacher_full_eps{choice['teacher']['eps']:g}_gamma{choice['teacher']['gamma']:g}"
     assert (final / "model_final.pth").exists()
-    final_config = yaml.safe_load((final / "config.yaml").read_text())
+    final_config = yaml.safe_load((final / "config" / "train_teacher.yaml").read_text())
     assert final_config["teacher"]["eps"] == choice["teacher"]["eps"]
     # lambda tuned on holdout15 with soft_corrected students, then used by the main-line student
     student_grid = pd.read_csv(run / "tuning" / "student_grid.csv")

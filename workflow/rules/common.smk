@@ -95,7 +95,7 @@ VAL_JSON = f"{DATA}/val.json"
 POOL_JSON = f"{DATA}/pool.json"
 HOLDOUT_JSON = f"{RUN}/split/holdout15.json"
 HOLDOUT_A_JSON = f"{RUN}/split/holdout15_a.json"  # the student's tuning: Delta from half a ...
-HOLDOUT_B_JSON = f"{RUN}/split/holdout15_b.json"  # ... lambda and the unlabeled weight chosen on half b
+HOLDOUT_B_JSON = f"{RUN}/split/holdout15_b.json"  # ... the tuning.student grid point chosen on half b
 IMAGE_ROOT = f"{DATA}/images" if MINILVIS else config["dataset"]["image_root"]
 TEACHER_SPLIT = "full" if config["teacher"]["retrain_full"] else "train85"
 
