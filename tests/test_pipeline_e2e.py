@@ -97,7 +97,7 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file, tmp_path):
     assert table["model"].tolist() == models
     intervals = pd.read_csv(report / "intervals.csv")
     assert set(intervals["what"]) >= set(models) | {"student_soft_corrected - teacher", "student_soft_corrected - student_soft",
-                                                    "student_soft - student_labeled_only"}
+                                                    "student_soft - student_labeled_only", "student_soft - student_onehot"}
     finite = intervals.dropna()
     assert len(finite) and (finite["low"] <= finite["high"]).all()
     assert table[["AP_low", "AP_high", "APr_low", "APr_high"]].notna().all().all()

@@ -140,3 +140,18 @@ def test_teacher_checkpoint_carries_the_configured_targets(tiny_minilvis, tmp_pa
         targets[eps] = _weights(out)["roi_heads.class_targets"].numpy()
         np.testing.assert_array_equal(targets[eps], smoothed_targets("similarity_frequency", sprime, eps))
     assert not np.allclose(targets[0.1], targets[0.3])
+
+
+def test_a_saved_checkpoint_has_the_same_bytes_for_the_same_tensors(tmp_path):
+    """Reproducibility checks compare artifacts by hash: two saves of equal weights must not
+    differ by the atomic writer's random temporary name (torch.save stores the path's stem)."""
+    from stages.modeling.training import save_torch_file
+
+    data = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "iteration": 5}
+    paths = [tmp_path / "a" / "model_final.pth", tmp_path / "b" / "model_final.pth"]
+    for path in paths:
+        save_torch_file(data, path)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    loaded = torch.load(paths[0], weights_only=True)
+    assert torch.equal(loaded["model"]["w"], data["model"]["w"]) and loaded["iteration"] == 5
+    assert list((tmp_path / "a").iterdir()) == [paths[0]]  # no temporary file left behind

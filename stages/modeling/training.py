@@ -125,6 +125,16 @@ def iteration_loader(dataset: torch.utils.data.Dataset, workers: int) -> torch.u
                                        collate_fn=_identity)
 
 
+def save_torch_file(data: dict[str, Any], target: str | Path) -> None:
+    """torch.save ``data`` to ``target`` atomically, with the same bytes for the same tensors.
+
+    torch.save names the zip archive's top folder after the path it writes to; written through a
+    file handle it is always "archive", so the atomic writer's random temporary name does not make
+    two identical checkpoints differ byte for byte."""
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        torch.save(data, handle)
+
+
 class AtomicCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer whose files appear only when completely written."""
 
@@ -136,8 +146,7 @@ class AtomicCheckpointer(DetectionCheckpointer):
             data[key] = obj.state_dict()
         data.update(kwargs)
         target = Path(self.save_dir) / f"{name}.pth"
-        with atomic_path(target) as tmp:
-            torch.save(data, tmp)
+        save_torch_file(data, target)
         self.tag_last_checkpoint(target.name)
 
     def _load_file(self, filename: str) -> dict[str, Any]:
@@ -299,8 +308,7 @@ def train(model: torch.nn.Module, cfg, dataset: torch.utils.data.Dataset | Calla
     if start_iter < max_iter:
         trainer.train(start_iter, max_iter)
     if comm.is_main_process():
-        with atomic_path(final_path) as tmp:
-            torch.save({"model": model.state_dict(), "iteration": max_iter - 1}, tmp)
+        save_torch_file({"model": model.state_dict(), "iteration": max_iter - 1}, final_path)
         os.sync()
         release_lock(checkpoint_lock(checkpoint_dir))
     comm.synchronize()

@@ -49,12 +49,12 @@ rule evaluate:
 
 def comparisons(models):
     """Table 1's paired differences: every row against the teacher and against the control, and
-    the corrected student against the soft one."""
+    each step of the paper's ladder (one-hot -> soft -> soft + correction) against the step before."""
     pairs = [(m, "teacher") for m in models if m != "teacher"]
     if "student_labeled_only" in models:
         pairs += [(m, "student_labeled_only") for m in models if m not in ("teacher", "student_labeled_only")]
-    if {"student_soft_corrected", "student_soft"} <= set(models):
-        pairs.append(("student_soft_corrected", "student_soft"))
+    ladder = [m for m in ("student_onehot", "student_soft", "student_soft_corrected") if m in models]
+    pairs += list(zip(ladder[1:], ladder[:-1]))
     return [f"{a}:{b}" for a, b in pairs]
 
 
