@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+FAULT_DESCRIPTIONS = pytest.StashKey[dict]()
 
 # Each test process gets a fair share of the 2 cores.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -80,14 +81,42 @@ def tiny_minilvis(tmp_path_factory) -> Path:
     return out
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--fault-table", default=None, metavar="PATH",
+                     help="write every fault-injection test, what it breaks and its outcome as a markdown table")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    # what each fault test breaks: the first line of its docstring, else its name read as a sentence
+    def description(item) -> str:
+        doc = (getattr(item.function, "__doc__", None) or "").strip().splitlines()
+        return doc[0] if doc else item.originalname.removeprefix("test_").replace("_", " ")
+
+    config.stash[FAULT_DESCRIPTIONS] = {
+        item.nodeid: description(item) for item in items if item.get_closest_marker("fault_injection")
+    }
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     """The fault-injection suite's tally: faults tried, and how many ended as specified (a clear
     error or a correct resume) -- a failing fault test is a fault the pipeline did not survive."""
-    tried = survived = 0
+    outcomes: dict[str, str] = {}
     for outcome in ("passed", "failed", "error"):
         for report in terminalreporter.stats.get(outcome, []):
             if report.when == "call" and "fault_injection" in getattr(report, "keywords", {}):
-                tried += 1
-                survived += outcome == "passed"
-    if tried:
-        terminalreporter.write_sep("-", f"fault injection: {tried} faults tried, {survived} survived")
+                outcomes[report.nodeid] = outcome
+    if not outcomes:
+        return
+    survived = sum(o == "passed" for o in outcomes.values())
+    terminalreporter.write_sep("-", f"fault injection: {len(outcomes)} faults tried, {survived} survived")
+    for nodeid, outcome in outcomes.items():
+        if outcome != "passed":
+            terminalreporter.write_line(f"not survived: {nodeid}")
+    table = config.getoption("--fault-table")
+    if table:
+        descriptions = config.stash.get(FAULT_DESCRIPTIONS, {})
+        rows = ["| fault test | what it breaks | survived |", "|---|---|---|"]
+        rows += [f"| `{nodeid.split('::', 1)[1]}` ({nodeid.split('::')[0].removeprefix('tests/')}) | "
+                 f"{descriptions.get(nodeid, '').replace('|', '/')} | {'yes' if o == 'passed' else 'NO'} |"
+                 for nodeid, o in sorted(outcomes.items())]
+        Path(table).write_text("\n".join(rows) + "\n")
