@@ -114,9 +114,10 @@ def test_registries_are_the_one_list_of_each_axis() -> None:
 
     for key in REGISTRY_KEYS:  # the schema leaves the names to the registry: a new variant is one file
         assert "enum" not in node(key), key
-    assert set(SMOOTHING.names()) == {"onehot", "uniform", "similarity", "similarity_frequency"}
-    assert {"onehot", "soft", "soft_corrected"} <= set(STUDENT_VARIANTS.names())
-    assert set(EVALUATORS.names()) == {"fast", "lvis"}
+    # the paper's kinds are registered; a new one is added in its registry's file alone, not here
+    assert {"onehot", "uniform", "similarity", "similarity_frequency"} <= set(SMOOTHING.names())
+    assert {"labeled_only", "onehot", "soft", "soft_corrected"} <= set(STUDENT_VARIANTS.names())
+    assert {"fast", "lvis"} <= set(EVALUATORS.names())
     config = load_config()
     check_registered(config)
     config["sweep"]["variants"] = ["onehot", "similarity_corrected"]
