@@ -175,7 +175,9 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     config = tiny_config(tmp_path / "results", run="tuned")
     config["teacher"].update(retrain_full=True, use_tuned=True)
     config["tuning"] = {"teacher": {"eps": [0.1, 0.3], "gamma": [1.5]},
-                        "student": {"lambda": [0.0, 2.0], "unlabeled_weight": [1.0]}}
+                        # snakemake merges a --configfile into config.yaml key by key: every grid
+                        # axis of the default is named, or the default's values stay in the grid
+                        "student": {"lambda": [0.0, 2.0], "unlabeled_weight": [1.0], "select_on": ["teacher_score"]}}
     config["student"].update(use_tuned=True, ema_decay=0.99)  # also runs the EMA teacher path
     config["sweep"] = {"fractions": [0.5, 1.0], "variants": ["onehot", "similarity_frequency"]}
     config["student"]["variants"] = ["soft_corrected"]
@@ -207,7 +209,8 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     assert {i["id"] for h in halves for i in h["images"]} == holdout_ids
     assert (run / "calibration" / "holdout15_a" / "ccece.parquet").exists()
     for lam in ("0", "2"):
-        assert (run / "experiments" / f"student_lambda{lam}_unlabeled_weight1" / "eval_holdout15_b" / "metrics.json").exists()
+        point = f"student_lambda{lam}_unlabeled_weight1_select_onteacher_score"
+        assert (run / "experiments" / point / "eval_holdout15_b" / "metrics.json").exists()
     student_choice = json.loads((run / "tuning" / "student_choice.json").read_text())
     signature = json.loads((run / "student" / "soft_corrected" / "checkpoints" / "signature.json").read_text())
     assert signature["config"]["student"]["lambda"] == student_choice["student"]["lambda"]
