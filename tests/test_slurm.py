@@ -6,6 +6,7 @@ gres; light rules (resources.local_rules) must run on the submitting machine.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import tiny_config
+from tests.conftest import identity_similarity, tiny_config
 from tests.slurm_cluster import LocalSlurm
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -103,18 +104,20 @@ def test_requeued_training_job_resumes_from_its_checkpoint(repo, slurm, tiny_min
 
     config = tiny_config(tmp_path / "results")
     config["num_threads"] = 1
-    config["teacher"].update(iterations=40, checkpoint_period=5)
+    config["teacher"].update(iterations=40, checkpoint_period=5, smoothing="uniform")
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(config))
+    similarity = identity_similarity(tmp_path / "similarity.npy", tiny_minilvis / "train.json")
 
     def command(name: str) -> str:
-        return (f"{sys.executable} -m stages.train_teacher --config {cfg} --train-json {tiny_minilvis / 'train.json'}"
-                f" --image-root {tiny_minilvis / 'images'} --smoothing uniform --out {tmp_path / name}.pth"
-                f" --checkpoint-dir {tmp_path / name}")
+        return shlex.join([sys.executable, "-m", "stages.train_teacher", "--config", str(cfg),
+                           "--train-json", str(tiny_minilvis / "train.json"), "--image-root", str(tiny_minilvis / "images"),
+                           "--similarity", str(similarity), "--out", f"{tmp_path / name}.pth",
+                           "--checkpoint-dir", str(tmp_path / name)])
 
     subprocess.run(command("direct"), shell=True, cwd=repo, check=True, capture_output=True)
     script = tmp_path / "job.sh"
-    script.write_text(f"#!/bin/bash\ncd {repo}\n{command('requeued')}\n")
+    script.write_text(f"#!/bin/bash\ncd {shlex.quote(str(repo))}\n{command('requeued')}\n")
     job = subprocess.run(["sbatch", "--parsable", "--requeue", "-c", "1", "-o", str(tmp_path / "job-%j.out"),
                           str(script)], check=True, capture_output=True, text=True).stdout.strip()
     deadline = time.time() + 300
