@@ -128,6 +128,26 @@ def run_fast(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int):
     return result, time.perf_counter() - start
 
 
+def profile_fast(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int, top: int) -> list[str]:
+    """Where the fast path's time goes: one more run under cProfile, the project's own functions by
+    cumulative time (pycocotools' C calls count in the function that makes them)."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_fast(gt_path, dets, iou_type, max_dets)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    rows = sorted(((ct, tt, f"{Path(file).parent.name}/{Path(file).name}:{func}")
+                   for (file, _, func), (_, _, tt, ct, _) in stats.stats.items()  # type: ignore[attr-defined]
+                   if "/stages/" in file or file.endswith("bench_lvis_eval.py")), reverse=True)[:top]
+    total = stats.total_tt  # type: ignore[attr-defined]
+    return [f"Where the fast path's time goes (cProfile, one more run, {total:.2f} s under the profiler):", "",
+            "| function | cumulative s | own s (incl. C calls it makes) | share |", "|---|---:|---:|---:|",
+            *[f"| `{name}` | {ct:.2f} | {tt:.2f} | {ct / total:.0%} |" for ct, tt, name in rows], ""]
+
+
 def run_official(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int):
     start = time.perf_counter()
     evaluator = run_lvis_eval(gt_path, dets, iou_type, max_dets)
@@ -207,6 +227,8 @@ def main() -> None:
     parser.add_argument("--official-images", type=int, default=None,
                         help="run LVISEval on the first M images only (default: all)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "lvis_eval.md")
+    parser.add_argument("--profile", type=int, default=12, metavar="N",
+                        help="profile one more fast run and list its N costliest functions (0: off)")
     args = parser.parse_args()
     command = "nice .venv/bin/python benchmarks/bench_lvis_eval.py " + shlex.join(sys.argv[1:])
 
@@ -232,6 +254,7 @@ def main() -> None:
         fast, t_fast = run_fast(sub_path, sub_dets, args.iou_type, args.max_dets)
         print(f"fast, {n_official} images: {t_fast:.1f} s, AP {fast.results['AP']:.4f}", flush=True)
         rss_fast = peak_rss_gb()
+        profile = profile_fast(sub_path, sub_dets, args.iou_type, args.max_dets, args.profile) if args.profile else []
         peer, t_peer = run_peer(sub_path, sub_dets, args.iou_type, args.max_dets)
         print(f"faster-coco-eval, {n_official} images: {t_peer:.1f} s", flush=True)
         rss_peer = peak_rss_gb()
@@ -266,6 +289,7 @@ def main() -> None:
         "",
         f"Fast-path metrics on the {n_official:,}-image set: {metrics}.",
         "",
+        *profile,
     ])
     update_markdown(args.out, args.iou_type, section)
     print(section)
