@@ -208,9 +208,13 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     holdout_ids = {i["id"] for i in json.loads((run / "split" / "holdout15.json").read_text())["images"]}
     assert {i["id"] for h in halves for i in h["images"]} == holdout_ids
     assert (run / "calibration" / "holdout15_a" / "ccece.parquet").exists()
-    for lam in ("0", "2"):
-        point = f"student_lambda{lam}_unlabeled_weight1_select_onteacher_score"
-        assert (run / "experiments" / point / "eval_holdout15_b" / "metrics.json").exists()
+    from stages.pipeline.experiments import student_grid
+
+    resolved = yaml.safe_load((run / "config" / "train_student.yaml").read_text())
+    points = {e.overlay["student"]["lambda"]: e.name for e in student_grid(resolved)}
+    assert sorted(points) == [0.0, 2.0]
+    for name in points.values():
+        assert (run / "experiments" / name / "eval_holdout15_b" / "metrics.json").exists()
     student_choice = json.loads((run / "tuning" / "student_choice.json").read_text())
     signature = json.loads((run / "student" / "soft_corrected" / "checkpoints" / "signature.json").read_text())
     assert signature["config"]["student"]["lambda"] == student_choice["student"]["lambda"]
