@@ -103,3 +103,16 @@ def test_tuning_grids_are_every_combination_and_refuse_bad_points() -> None:
     config["tuning"]["student"] = {"select_on": ["teacher_score", "best_score"]}
     with pytest.raises(ConfigError, match="tuning.student.*best_score"):
         grid_points(config, "student")
+
+
+def test_table1_comparisons_cover_teacher_control_and_each_ladder_step() -> None:
+    from stages.pipeline.experiments import table1_comparisons
+
+    models = ["teacher", "student_labeled_only", "student_onehot", "student_soft", "student_soft_corrected"]
+    pairs = table1_comparisons(models)
+    assert ("student_soft_corrected", "teacher") in pairs and ("student_onehot", "student_labeled_only") in pairs
+    assert ("student_soft", "student_onehot") in pairs and ("student_soft_corrected", "student_soft") in pairs
+    assert len(pairs) == len(set(pairs)) == 4 + 3 + 2
+    # without a one-hot row the ladder starts at soft; without a control, no control differences
+    assert table1_comparisons(["teacher", "student_soft", "student_soft_corrected"]) == [
+        ("student_soft", "teacher"), ("student_soft_corrected", "teacher"), ("student_soft_corrected", "student_soft")]

@@ -97,6 +97,17 @@ def student_grid(config: dict[str, Any]) -> list[Experiment]:
             for p in grid_points(config, "student")]
 
 
+def table1_comparisons(models: list[str]) -> list[tuple[str, str]]:
+    """Table 1's paired differences (a, b) = a minus b: every row against the teacher and against
+    the control, and each step of the paper's ladder (one-hot -> soft -> soft + correction) against
+    the step before it."""
+    pairs = [(m, "teacher") for m in models if m != "teacher"]
+    if "student_labeled_only" in models:
+        pairs += [(m, "student_labeled_only") for m in models if m not in ("teacher", "student_labeled_only")]
+    ladder = [m for m in ("student_onehot", "student_soft", "student_soft_corrected") if m in models]
+    return pairs + list(zip(ladder[1:], ladder[:-1]))
+
+
 def seed_teacher(seed: int) -> str:
     return f"seed{seed}_teacher"
 

@@ -16,6 +16,7 @@ from stages.pipeline.experiments import (
     seed_teacher,
     student_grid,
     sweep_experiments,
+    table1_comparisons,
     teacher_grid,
 )
 from stages.pipeline.registries import check_registered

@@ -47,17 +47,6 @@ rule evaluate:
         " --out-per-class {output.per_class:q} --out-reliability {output.reliability:q} > {log:q} 2>&1"
 
 
-def comparisons(models):
-    """Table 1's paired differences: every row against the teacher and against the control, and
-    each step of the paper's ladder (one-hot -> soft -> soft + correction) against the step before."""
-    pairs = [(m, "teacher") for m in models if m != "teacher"]
-    if "student_labeled_only" in models:
-        pairs += [(m, "student_labeled_only") for m in models if m not in ("teacher", "student_labeled_only")]
-    ladder = [m for m in ("student_onehot", "student_soft", "student_soft_corrected") if m in models]
-    pairs += list(zip(ladder[1:], ladder[:-1]))
-    return [f"{a}:{b}" for a, b in pairs]
-
-
 rule bootstrap:
     """Table 1's intervals: a paired image-level bootstrap over the val images."""
     input:
@@ -68,7 +57,7 @@ rule bootstrap:
         f"{RUN}/report/intervals.csv",
     params:
         detections=[f"{m}={RUN}/eval/{m}/detections.json" for m in MODELS],
-        compare=comparisons(MODELS),
+        compare=[f"{a}:{b}" for a, b in table1_comparisons(MODELS)],
     resources:
         **rule_resources("bootstrap"),
     log:
