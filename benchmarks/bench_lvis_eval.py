@@ -3,9 +3,11 @@
 Synthetic LVIS-like data: ``--images`` images, 1,203 classes (337 r / 461 c / 405 f), ~10 gt per
 image (small to large), ~10 verified-absent classes and a few not-exhaustive ones per image, and
 ``--per-image`` detections per image (jittered gt, confusions, junk of any class). Both evaluators
-get the same gt json and the same list of result dicts; the official one runs through
-``stages.lvis_eval.run_lvis_eval`` (what the pipeline calls: json load, copy, LVISResults, LVISEval),
-the fast one is ``json.load`` + ``fast_lvis_eval``. The official evaluator needs memory per
+get the same gt json and the same list of result dicts; the official one is LVIS (json load) +
+LVISResults + LVISEval, as ``stages.evaluation.lvis_eval.run_lvis_eval`` calls them, the fast one is
+``json.load`` + ``fast_lvis_eval``. The two that write into the result dicts (LVISResults,
+faster-coco-eval's loadRes) get a copy made before their clock starts. Memory: each run's peak RSS
+(the high-water mark reset when it starts) beside the RSS the process held before it (the data). The official evaluator needs memory per
 (image, class) pair and per detection: ``--official-images M`` runs it (and the fast path again) on
 the first M images only, and the fast path is also timed on all images. Writes (or updates the
 section of this IoU type in) a markdown table.
@@ -20,10 +22,11 @@ with LVISEval's.
 from __future__ import annotations
 
 import argparse
+import copy
+import gc
 import json
 import math
 import re
-import resource
 import shlex
 import sys
 import tempfile
@@ -36,7 +39,7 @@ import pycocotools.mask as mask_util
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stages.evaluation.fast_lvis_eval import fast_lvis_eval  # noqa: E402
-from stages.evaluation.lvis_eval import run_lvis_eval  # noqa: E402
+from stages.utils.compat import ensure_numpy_aliases  # noqa: E402
 
 NUM_CLASSES = 1203
 SPLIT = {"r": 337, "c": 461, "f": 405}
@@ -116,16 +119,43 @@ def subset(gt: dict, dets: list[dict], images: int) -> tuple[dict, list[dict]]:
             [d for d in dets if d["image_id"] in keep])
 
 
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+def _status_gb(key: str) -> float:
+    """A /proc/self/status memory line (VmRSS, VmHWM) in GB."""
+    with open("/proc/self/status") as fh:
+        kb = next(line.split()[1] for line in fh if line.startswith(key + ":"))
+    return int(kb) / 2**20
+
+
+class Footprint:
+    """The process's RSS when a run starts (what it already holds: the data) and its peak during the
+    run, with the kernel's high-water mark reset at the start (``clear_refs`` 5), so each evaluator's
+    peak is its own and not an earlier step's. Enter it before the clock starts."""
+
+    def __enter__(self) -> Footprint:
+        # Python's cyclic collector runs its first full pass over the millions of result dicts the
+        # benchmark just made during whichever evaluator runs next (0.5 s at 2,000 segm images):
+        # collected here, before every run, no evaluator pays for the benchmark's data
+        gc.collect()
+        self.held = _status_gb("VmRSS")
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.peak = _status_gb("VmHWM")
+
+    def cells(self) -> str:
+        return f"{self.held:.1f} | {self.peak:.1f}"
 
 
 def run_fast(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int):
-    start = time.perf_counter()
-    with open(gt_path) as fh:
-        gt = json.load(fh)
-    result = fast_lvis_eval(gt, dets, iou_type, max_dets)
-    return result, time.perf_counter() - start
+    with Footprint() as footprint:
+        start = time.perf_counter()
+        with open(gt_path) as fh:
+            gt = json.load(fh)
+        result = fast_lvis_eval(gt, dets, iou_type, max_dets)
+        seconds = time.perf_counter() - start
+    return result, seconds, footprint
 
 
 def profile_fast(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int, top: int) -> list[str]:
@@ -149,27 +179,40 @@ def profile_fast(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int, 
 
 
 def run_official(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int):
-    start = time.perf_counter()
-    evaluator = run_lvis_eval(gt_path, dets, iou_type, max_dets)
-    return evaluator, time.perf_counter() - start
+    """LVIS(gt) + LVISResults + LVISEval.run(), as ``run_lvis_eval`` does, on a copy made before the
+    clock starts (LVISResults writes into the dicts; the copy is the caller's cost, not the evaluator's)."""
+    ensure_numpy_aliases()  # lvis 0.5.3 uses np.float
+    import lvis
+
+    dets = copy.deepcopy(dets)
+    with Footprint() as footprint:
+        start = time.perf_counter()
+        gt = lvis.LVIS(str(gt_path))
+        evaluator = lvis.LVISEval(gt, lvis.LVISResults(gt, dets, max_dets=max_dets), iou_type)
+        evaluator.params.max_dets = max_dets
+        evaluator.run()
+        seconds = time.perf_counter() - start
+    return evaluator, seconds, footprint
 
 
 def run_peer(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int):
     """faster-coco-eval's LVIS mode (COCOeval_faster, lvis_style=True), the evaluator a speed-minded
-    user would pick: its own json loading and results conversion included, as for the others."""
-    import copy
-
+    user would pick: its own json loading and results conversion included, as for the others. loadRes
+    writes into the dicts, so it gets a copy made before the clock starts."""
     from faster_coco_eval import COCO, COCOeval_faster
 
-    start = time.perf_counter()
-    gt = COCO(str(gt_path))
-    results = gt.loadRes(copy.deepcopy(dets))  # loadRes writes into the dicts
-    evaluator = COCOeval_faster(gt, results, iou_type, lvis_style=True, print_function=lambda *a, **k: None)
-    evaluator.params.maxDets = [max_dets]
-    evaluator.evaluate()
-    evaluator.accumulate()
-    evaluator.summarize()
-    return evaluator, time.perf_counter() - start
+    dets = copy.deepcopy(dets)
+    with Footprint() as footprint:
+        start = time.perf_counter()
+        gt = COCO(str(gt_path))
+        results = gt.loadRes(dets)
+        evaluator = COCOeval_faster(gt, results, iou_type, lvis_style=True, print_function=lambda *a, **k: None)
+        evaluator.params.maxDets = [max_dets]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+        seconds = time.perf_counter() - start
+    return evaluator, seconds, footprint
 
 
 PEER_KEYS = {"AP": "AP_all", "AP50": "AP_50", "AP75": "AP_75", "APs": "AP_small", "APm": "AP_medium",
@@ -202,7 +245,7 @@ def differences(fast, official) -> tuple[float, float]:
 def update_markdown(path: Path, iou_type: str, section: str) -> None:
     """Replace this IoU type's section of the table file (the other one stays)."""
     head = ("# LVIS evaluation benchmark (benchmarks/bench_lvis_eval.py)\n\n"
-            "Official `lvis` 0.5.3 LVISEval (through `stages.evaluation.lvis_eval.run_lvis_eval`), "
+            "Official `lvis` 0.5.3 LVISEval (LVIS, LVISResults, LVISEval as `stages.evaluation.lvis_eval.run_lvis_eval` calls them), "
             "`stages.evaluation.fast_lvis_eval.fast_lvis_eval` and faster-coco-eval 1.8's LVIS mode "
             "(`COCOeval_faster(..., lvis_style=True)`, maxDets [300]), same gt json and detections, one process, "
             "timed one after the other on a shared 2-core machine. Times include loading the gt json. Agreement: max |difference| "
@@ -242,37 +285,36 @@ def main() -> None:
         full_path = Path(tmp) / "gt.json"
         full_path.write_text(json.dumps(gt))
         if n_official < args.images:
-            fast_full, t_full = run_fast(full_path, dets, args.iou_type, args.max_dets)
+            fast_full, t_full, mem_full = run_fast(full_path, dets, args.iou_type, args.max_dets)
             print(f"fast, all {args.images} images: {t_full:.1f} s, AP {fast_full.results['AP']:.4f}", flush=True)
-            rows.append(f"| fast | {args.images:,} | {len(dets):,} | {t_full:.1f} | | | | {peak_rss_gb():.1f} |")
+            rows.append(f"| fast | {args.images:,} | {len(dets):,} | {t_full:.1f} | | | | {mem_full.cells()} |")
             sub_gt, sub_dets = subset(gt, dets, n_official)
             sub_path = Path(tmp) / "gt_subset.json"
             sub_path.write_text(json.dumps(sub_gt))
         else:
             sub_gt, sub_dets, sub_path = gt, dets, full_path
         del gt, dets
-        fast, t_fast = run_fast(sub_path, sub_dets, args.iou_type, args.max_dets)
+        fast, t_fast, mem_fast = run_fast(sub_path, sub_dets, args.iou_type, args.max_dets)
         print(f"fast, {n_official} images: {t_fast:.1f} s, AP {fast.results['AP']:.4f}", flush=True)
-        rss_fast = peak_rss_gb()
         profile = profile_fast(sub_path, sub_dets, args.iou_type, args.max_dets, args.profile) if args.profile else []
-        peer, t_peer = run_peer(sub_path, sub_dets, args.iou_type, args.max_dets)
+        peer, t_peer, mem_peer = run_peer(sub_path, sub_dets, args.iou_type, args.max_dets)
         print(f"faster-coco-eval, {n_official} images: {t_peer:.1f} s", flush=True)
-        rss_peer = peak_rss_gb()
-        official, t_official = run_official(sub_path, sub_dets, args.iou_type, args.max_dets)
+        official, t_official, mem_official = run_official(sub_path, sub_dets, args.iou_type, args.max_dets)
         print(f"official, {n_official} images: {t_official:.1f} s, AP {float(official.results['AP']):.4f}", flush=True)
     d_summary, d_precision = differences(fast, official)
     agree = d_summary <= 1e-4 and d_precision <= 1e-6
-    rows.insert(0, f"| official LVISEval | {n_official:,} | {len(sub_dets):,} | {t_official:.1f} | | | | {peak_rss_gb():.1f} |")
+    rows.insert(0, f"| official LVISEval | {n_official:,} | {len(sub_dets):,} | {t_official:.1f} | | | | "
+                   f"{mem_official.cells()} |")
     rows.insert(1, f"| fast | {n_official:,} | {len(sub_dets):,} | {t_fast:.2f} | **{t_official / t_fast:.0f}x** | "
-                   f"{d_summary:.1e} | {d_precision:.1e} | {rss_fast:.1f} |")
+                   f"{d_summary:.1e} | {d_precision:.1e} | {mem_fast.cells()} |")
     d_peer = peer_difference(peer, official.results)
     rows.insert(2, f"| faster-coco-eval 1.8 (LVIS mode) | {n_official:,} | {len(sub_dets):,} | {t_peer:.2f} | "
                    f"{t_official / t_peer:.1f}x (fast is **{t_peer / t_fast:.1f}x** faster) | {d_peer:.1e} (AP values) | | "
-                   f"{rss_peer:.1f} |")
+                   f"{mem_peer.cells()} |")
     if n_official < args.images:
         rows.append(f"| official, linear extrapolation (not measured) | {args.images:,} | | "
                     f"~{t_official * args.images / n_official:.0f} | ~{t_official * args.images / n_official / t_full:.0f}x | "
-                    f"| | |")
+                    f"| | | |")
     metrics = ", ".join(f"{k} {float(v):.4f}" for k, v in fast.results.items() if k.startswith("AP"))
     section = "\n".join([
         f"## {args.iou_type}",
@@ -283,8 +325,8 @@ def main() -> None:
         f"seed {args.seed}. Agreement within 1e-4 / 1e-6: **{agree}**.",
         "",
         "| evaluator | images | detections | seconds | speed-up | max diff summaries | max diff precision | "
-        "peak RSS so far (GB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "RSS held before (GB) | peak RSS during (GB) |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         f"Fast-path metrics on the {n_official:,}-image set: {metrics}.",

@@ -181,6 +181,40 @@ def test_segm_without_boxes_uses_mask_area(data):
     _compare(gt, path, dets, "segm", 20)
 
 
+def _uncompressed(rle: dict) -> dict:
+    """The same mask as an uncompressed RLE (run lengths in column-major order, starting with 0s)."""
+    flat = mask_util.decode(rle).ravel(order="F")
+    change = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.r_[0, change, len(flat)])
+    return {"size": rle["size"], "counts": ([0] if flat[0] else []) + runs.tolist()}
+
+
+def test_segm_in_every_lvis_form(data, tmp_path):
+    # gt as polygons (one part or several), uncompressed and compressed RLE; detections as compressed RLE,
+    # uncompressed RLE and polygons: the fast path converts each as LVIS.ann_to_rle does, whatever the
+    # form of its neighbours (gt polygons of one image are rasterised together)
+    gt, _, dets = copy.deepcopy(data[3])
+    images = {img["id"]: img for img in gt["images"]}
+    for k, ann in enumerate(gt["annotations"]):
+        img = images[ann["image_id"]]
+        rle = _rle(ann["segmentation"], img["height"], img["width"])
+        if k % 5 == 1:
+            ann["segmentation"] = _uncompressed(rle)
+        elif k % 5 == 2:
+            ann["segmentation"] = rle
+    assert sum(isinstance(a["segmentation"], list) and len(a["segmentation"]) > 1 for a in gt["annotations"]) > 3
+    for k, det in enumerate(dets):
+        x, y, w, h = det["bbox"]
+        if k % 4 == 1:
+            det["segmentation"] = _uncompressed(det["segmentation"])
+        elif k % 4 == 2 and w > 0:
+            det["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    path = tmp_path / "forms.json"
+    path.write_text(json.dumps(gt))
+    ours, _ = _compare(gt, path, dets, "segm", 300)
+    assert ours.results["AP"] > 0
+
+
 def test_parquet_detections_and_stage_helpers(data, tmp_path):
     # detections stored as the parquet table give the same numbers, and the lvis_eval helpers accept the result
     gt, path, dets = data[2]

@@ -157,13 +157,27 @@ class _GroundTruth:
         return np.array([self.anns[i]["bbox"] for i in idx.tolist()], dtype=np.float64).reshape(-1, 4)
 
     def rles(self, idx: np.ndarray) -> list[Any]:
-        out = []
-        for i in idx.tolist():
-            if i not in self._rles:
-                r = int(self.img[i])
-                self._rles[i] = segmentation_rle(self.anns[i]["segmentation"], self.heights[r], self.widths[r])
-            out.append(self._rles[i])
-        return out
+        """Compressed RLE of each gt (LVIS.ann_to_rle), made once per gt. Single-polygon gts of one image
+        are rasterised in one pycocotools call (the RLE of one polygon is what ``merge`` of it gives)."""
+        todo = np.unique(idx[[i not in self._rles for i in idx.tolist()]])
+        if len(todo):
+            todo = todo[np.argsort(self.img[todo], kind="stable")]
+            bounds = np.r_[_segment_starts(self.img[todo]), len(todo)]
+            for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+                r = int(self.img[todo[s]])
+                h, w = self.heights[r], self.widths[r]
+                single, polygons = [], []
+                for i in todo[s:e].tolist():
+                    seg = self.anns[i]["segmentation"]
+                    # a 4-number list is read as a box by frPyObjects when it comes first: never batched
+                    if isinstance(seg, list) and len(seg) == 1 and len(seg[0]) > 4:
+                        single.append(i)
+                        polygons.append(seg[0])
+                    else:
+                        self._rles[i] = segmentation_rle(seg, h, w)
+                if polygons:
+                    self._rles.update(zip(single, mask_util.frPyObjects(polygons, h, w)))
+        return [self._rles[i] for i in idx.tolist()]
 
 
 # -- detections ----------------------------------------------------------------------------------------------------
@@ -240,24 +254,27 @@ def _edges(gt: _GroundTruth, src: _Records, d: dict[str, np.ndarray], iou_type: 
     rel = rel[np.argsort(group_key[rel], kind="stable")]
     starts = _segment_starts(group_key[rel])
     bounds = np.r_[starts, len(rel)]
+    # each group's gts (dataset order within an image, which a stable sort keeps), as index ranges
+    group_keys = group_key[rel[starts]]
     if iou_type == "bbox":
-        det_boxes = d["boxes"][rel]
+        gt_order, gt_keys = gt.by_image, gt.img[gt.by_image]
+        det_objs, gt_objs = d["boxes"][rel], gt.boxes(gt_order)
     else:
-        det_segms = src.segms(d["src"][rel])
+        gt_order = np.argsort(gt.codes, kind="stable")
+        gt_keys = gt.codes[gt_order]
+        det_objs = _compressed_rles(src.segms(d["src"][rel]), d["img"][rel], gt)
+        needed = np.flatnonzero(np.isin(gt_keys, group_keys))  # only gts that some detection may match
+        gt_objs = [None] * len(gt_order)
+        for k, rle in zip(needed.tolist(), gt.rles(gt_order[needed])):
+            gt_objs[k] = rle
+    gt_lo = np.searchsorted(gt_keys, group_keys, side="left").tolist()
+    gt_hi = np.searchsorted(gt_keys, group_keys, side="right").tolist()
     lo = IOU_THRS.min()
     e_det, e_gt, e_iou = [], [], []
-    for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        r = int(d["img"][rel[s]])
-        gsel = gt.by_image[gt.image_start[r]:gt.image_start[r + 1]]
+    for s, e, g0, g1 in zip(bounds[:-1].tolist(), bounds[1:].tolist(), gt_lo, gt_hi):
+        gsel = gt_order[g0:g1]
         dsel = rel[s:e]
-        if iou_type == "bbox":
-            dobj, gobj = det_boxes[s:e], gt.boxes(gsel)
-        else:
-            gsel = gsel[gt.cat[gsel] == d["cat"][rel[s]]]
-            h, w = gt.heights[r], gt.widths[r]
-            dobj = [m if _is_compressed_rle(m) else segmentation_rle(m, h, w) for m in det_segms[s:e]]
-            gobj = gt.rles(gsel)
-        ious = np.asarray(mask_util.iou(dobj, gobj, np.zeros(len(gsel), dtype=np.uint8))).reshape(len(dsel), len(gsel))
+        ious = np.asarray(mask_util.iou(det_objs[s:e], gt_objs[g0:g1], np.zeros(len(gsel), dtype=np.uint8))).reshape(len(dsel), len(gsel))
         if iou_type == "bbox":
             di, gi = np.nonzero((d["cat"][dsel][:, None] == gt.cat[gsel][None, :]) & (ious >= lo))
         else:
@@ -270,8 +287,16 @@ def _edges(gt: _GroundTruth, src: _Records, d: dict[str, np.ndarray], iou_type: 
     return np.concatenate(e_det), np.concatenate(e_gt), np.concatenate(e_iou)
 
 
-def _is_compressed_rle(segm: Any) -> bool:
-    return isinstance(segm, dict) and not isinstance(segm.get("counts"), list)
+def _compressed_rles(segms: list[Any], img: np.ndarray, gt: _GroundTruth) -> list[Any]:
+    """Detection masks as pycocotools takes them in ``iou``: compressed RLE as given, the rest
+    (polygons, uncompressed RLE) converted at their image's size."""
+    segms = list(segms)
+    # compressed: a dict whose counts are a string (or bytes); tested inline, a call per detection costs more
+    convert = [not (isinstance(m, dict) and not isinstance(m.get("counts"), list)) for m in segms]
+    for k in np.flatnonzero(convert).tolist():
+        r = int(img[k])
+        segms[k] = segmentation_rle(segms[k], gt.heights[r], gt.widths[r])
+    return segms
 
 
 def _match(e_det: np.ndarray, e_gt: np.ndarray, e_iou: np.ndarray, codes: np.ndarray, gt_ig: np.ndarray, n_gt: int
