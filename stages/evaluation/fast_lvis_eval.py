@@ -123,7 +123,6 @@ class _GroundTruth:
         self.pos_codes = np.unique(self.codes)
         # gts grouped by image (stable: dataset order inside an image)
         self.by_image = np.argsort(self.img, kind="stable")
-        self.image_start = np.searchsorted(self.img[self.by_image], np.arange(len(self.img_ids) + 1))
         self._rles: dict[int, Any] = {}
 
     def _codes(self, img_list: list[dict[str, Any]], key: str) -> np.ndarray:
