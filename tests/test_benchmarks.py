@@ -29,6 +29,8 @@ def test_bench_lvis_eval_runs_and_the_evaluators_agree(tmp_path, iou_type):
     names = [row.split("|")[1].strip() for row in rows if not row.startswith("|---")]
     assert names[:3] == ["official LVISEval", "fast", "faster-coco-eval 1.8 (LVIS mode)"]
     assert "fast" in names[3:] and any(n.startswith("official, linear extrapolation") for n in names)
+    # all images once more in a process of its own, from the detections as a parquet table
+    assert "fast, own process, detections from a parquet table" in names
     # faster-coco-eval's AP values agree with LVISEval's, and every run reports its memory
     peer = next(row for row in rows if row.startswith("| faster-coco-eval"))
     assert float(peer.split("|")[6].split()[0]) < 1e-4

@@ -7,6 +7,7 @@ import copy
 import json
 
 import numpy as np
+import pandas as pd
 import pycocotools.mask as mask_util
 import pytest
 
@@ -227,6 +228,35 @@ def test_parquet_detections_and_stage_helpers(data, tmp_path):
         ours_ap, ref_ap = per_class_ap(ours, gt["categories"]), per_class_ap(ref, gt["categories"])
         np.testing.assert_allclose(ours_ap["ap"], ref_ap["ap"], atol=1e-9)
         np.testing.assert_allclose(per_class_ap(ours)["ap"], ref_ap["ap"], atol=1e-9)
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_a_detections_table_gives_the_numbers_of_the_dicts(data, tmp_path, iou_type):
+    # the columnar input (results_frame, read back from parquet) is the same evaluation as the dicts it
+    # was made from -- LVISEval's numbers -- including the per-image cap and the mask areas
+    gt, path, dets = data[1]
+    write_parquet(results_frame(dets), tmp_path / "dets.parquet")
+    tables = [pd.read_parquet(tmp_path / "dets.parquet"), pd.read_parquet(tmp_path / "dets.parquet", dtype_backend="pyarrow")]
+    for table, max_dets in zip(tables, (300, 20)):
+        ours = fast_lvis_eval(gt, table, iou_type, max_dets)
+        ref = run_lvis_eval(path, dets, iou_type, max_dets)
+        _assert_same(ours, ref)
+        from_dicts = fast_lvis_eval(gt, dets, iou_type, max_dets)
+        np.testing.assert_array_equal(ours.precision, from_dicts.precision)
+        assert ours.results == from_dicts.results
+
+
+def test_a_detections_table_refuses_what_it_lacks(data):
+    gt, _, dets = data[0]
+    table = results_frame(dets)
+    with pytest.raises(ValueError, match="columns.*score"):
+        fast_lvis_eval(gt, table.drop(columns=["score"]), "bbox")
+    no_masks = table.assign(rle_counts=None)
+    assert fast_lvis_eval(gt, no_masks, "bbox").results == fast_lvis_eval(gt, dets, "bbox").results
+    with pytest.raises(ValueError, match="segm"):
+        fast_lvis_eval(gt, no_masks, "segm")
+    with pytest.raises(ValueError, match="segm"):  # a missing mask in an Arrow-backed column is pd.NA
+        fast_lvis_eval(gt, table.assign(rle_counts=pd.array([None] * len(table), dtype="string[pyarrow]")), "segm")
 
 
 def test_empty_and_useless_detections(data):
