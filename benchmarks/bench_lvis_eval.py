@@ -156,19 +156,24 @@ class Footprint:
         return f"{self.held:.1f} | {self.peak:.1f}" + ("" if self.reset else " (process peak so far)")
 
 
-def load_and_evaluate(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int):
-    """What the fast path's clock measures: ``json.load`` of the gt, then ``fast_lvis_eval``."""
+def load_and_evaluate(gt_path: Path, dets, iou_type: str, max_dets: int):
+    """What the fast path's clock measures: ``json.load`` of the gt, then ``fast_lvis_eval`` (dicts or a table)."""
     with open(gt_path) as fh:
         gt = json.load(fh)
     return fast_lvis_eval(gt, dets, iou_type, max_dets)
 
 
-def run_fast(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int):
+def measured(evaluate, *args):
+    """(result, seconds, Footprint) of one evaluator run: memory reset, then the clock."""
     with Footprint() as footprint:
         start = time.perf_counter()
-        result = load_and_evaluate(gt_path, dets, iou_type, max_dets)
+        result = evaluate(*args)
         seconds = time.perf_counter() - start
     return result, seconds, footprint
+
+
+def run_fast(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int):
+    return measured(load_and_evaluate, gt_path, dets, iou_type, max_dets)
 
 
 def profile_fast(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int, top: int) -> list[str]:
@@ -199,10 +204,8 @@ def evaluate_table(gt_path: Path, table_path: Path, iou_type: str, max_dets: int
     import pandas as pd
 
     start = time.perf_counter()
-    with open(gt_path) as fh:
-        gt = json.load(fh)
     # Arrow-backed columns: the masks stay in one Arrow buffer, no Python object per detection
-    result = fast_lvis_eval(gt, pd.read_parquet(table_path, dtype_backend="pyarrow"), iou_type, max_dets)
+    result = load_and_evaluate(gt_path, pd.read_parquet(table_path, dtype_backend="pyarrow"), iou_type, max_dets)
     return {"seconds": time.perf_counter() - start, "peak_gb": _status_gb("VmHWM"), "AP": result.results["AP"]}
 
 
@@ -220,15 +223,14 @@ def run_official(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int):
     ensure_numpy_aliases()  # lvis 0.5.3 uses np.float
     import lvis
 
-    dets = copy.deepcopy(dets)
-    with Footprint() as footprint:
-        start = time.perf_counter()
+    def evaluate(dets: list[dict]):
         gt = lvis.LVIS(str(gt_path))
         evaluator = lvis.LVISEval(gt, lvis.LVISResults(gt, dets, max_dets=max_dets), iou_type)
         evaluator.params.max_dets = max_dets
         evaluator.run()
-        seconds = time.perf_counter() - start
-    return evaluator, seconds, footprint
+        return evaluator
+
+    return measured(evaluate, copy.deepcopy(dets))
 
 
 def run_peer(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int):
@@ -237,18 +239,16 @@ def run_peer(gt_path: Path, dets: list[dict], iou_type: str, max_dets: int):
     writes into the dicts, so it gets a copy made before the clock starts."""
     from faster_coco_eval import COCO, COCOeval_faster
 
-    dets = copy.deepcopy(dets)
-    with Footprint() as footprint:
-        start = time.perf_counter()
+    def evaluate(dets: list[dict]):
         gt = COCO(str(gt_path))
-        results = gt.loadRes(dets)
-        evaluator = COCOeval_faster(gt, results, iou_type, lvis_style=True, print_function=lambda *a, **k: None)
+        evaluator = COCOeval_faster(gt, gt.loadRes(dets), iou_type, lvis_style=True, print_function=lambda *a, **k: None)
         evaluator.params.maxDets = [max_dets]
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-        seconds = time.perf_counter() - start
-    return evaluator, seconds, footprint
+        return evaluator
+
+    return measured(evaluate, copy.deepcopy(dets))
 
 
 PEER_KEYS = {"AP": "AP_all", "AP50": "AP_50", "AP75": "AP_75", "APs": "AP_small", "APm": "AP_medium",
