@@ -140,6 +140,8 @@ def final_teacher_weights(wildcards=None):
 STUDENT_CONFIG = f"{RUN}/tuning/train_student.yaml" if config["student"]["use_tuned"] else stage_config("train_student")
 
 MODELS = ["teacher"] + [f"student_{v}" for v in config["student"]["variants"]]
+# Table 1's paired differences as the bootstrap stage takes them (A:B = A minus B), main line and seeds alike.
+TABLE1_COMPARE = [f"{a}:{b}" for a, b in table1_comparisons(MODELS)]
 
 
 def model_weights(wildcards):

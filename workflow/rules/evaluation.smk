@@ -57,7 +57,7 @@ rule bootstrap:
         f"{RUN}/report/intervals.csv",
     params:
         detections=[f"{m}={RUN}/eval/{m}/detections.json" for m in MODELS],
-        compare=[f"{a}:{b}" for a, b in table1_comparisons(MODELS)],
+        compare=TABLE1_COMPARE,
     resources:
         **rule_resources("bootstrap"),
     log:

@@ -269,7 +269,7 @@ use rule bootstrap as seed_bootstrap with:
         f"{RUN}/seeds/seed{{seed}}_intervals.csv",
     params:
         detections=lambda w: [f"{m}={d}" for m, _, d in seed_models(int(w.seed))],
-        compare=[f"{a}:{b}" for a, b in table1_comparisons(MODELS)],
+        compare=TABLE1_COMPARE,
     log:
         f"{RUN}/logs/seed_bootstrap_{{seed}}.log",
     benchmark:
