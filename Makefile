@@ -20,7 +20,7 @@ test: setup
 lint: setup
 	$(VENV)/ruff check stages tests envs benchmarks docs
 
-# The DAG picture of docs/design.md, redrawn from the rules (tests/test_architecture.py checks it is current).
+# The DAG picture of docs/design.md, redrawn from the rules (tests/pipeline/test_architecture.py checks it is current).
 dag: setup
 	$(VENV)/snakemake --rulegraph mermaid-js -- paper_tables | $(VENV)/python docs/rulegraph.py docs/design.md
 

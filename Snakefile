@@ -1,5 +1,5 @@
 # The pseudo-label pipeline (arXiv 2403.11675) as a Snakemake DAG. Rules only wire files;
-# every step is `python -m stages.<name>` (docs/design.md: the DAG, the artifacts, the rules).
+# every step is `python -m stages.cli.<name>` (docs/design.md: the DAG, the artifacts, the rules).
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -20,6 +20,9 @@ include: "workflow/rules/student.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/experiments.smk"
+include: "workflow/rules/sweep.smk"
+include: "workflow/rules/tuning.smk"
+include: "workflow/rules/seeds.smk"
 
 
 rule all:

@@ -1,11 +1,11 @@
 """Retrieval stage throughput, side by side in one run:
 
-1. Crop embedding: the stage's batched path (``stages.embed_crops.embed_crops``: DataLoader batches,
+1. Crop embedding: the stage's batched path (``stages.retrieval.crops.embed_crops``: DataLoader batches,
    one decode per image, inference_mode) against a naive loop (open the image, crop, one forward per
    crop), same encoder, same crops, on the generated mini-LVIS train set (all frequencies, so there
    are enough crops). Checks both give the same vectors.
 2. Faiss: exact IndexFlatIP against IVF-PQ (with and without exact re-ranking of the top
-   ``--refine-factor`` x k) and HNSW (as built by ``stages.retrieve.build_index``) on
+   ``--refine-factor`` x k) and HNSW (as built by ``stages.retrieval.index.build_index``) on
    ``--pool`` synthetic unit vectors of dimension ``--dim`` (a Gaussian mixture, so neighbourhoods
    exist) with ``--queries`` queries and k = 64: build seconds, search seconds, queries/s and
    recall@64 against the exact result.

@@ -5,7 +5,7 @@ re-computes AP, APr, APc and APf of each model on it. Matching detections to gro
 within an image, so it does not depend on which images are drawn: it is done once per model
 (stages.evaluation.fast_lvis_eval.match_detections), and a draw only re-accumulates the detections
 of the resampled data set (``accumulate`` with the images' multiplicities) -- the same numbers as
-evaluating the resampled data set (tests/test_bootstrap.py), at a fraction of the cost. Intervals
+evaluating the resampled data set (tests/evaluation/test_bootstrap.py), at a fraction of the cost. Intervals
 are the 2.5 and 97.5 percentiles over the draws (95%).
 """
 

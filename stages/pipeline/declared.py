@@ -19,13 +19,13 @@ from typing import Any
 
 from stages.utils.config import declared_values
 
-STAGES_DIR = Path(__file__).resolve().parent.parent
+CLI_DIR = Path(__file__).resolve().parent.parent / "cli"
 
 
 @functools.cache
 def declared_keys(stage: str) -> tuple[str, ...]:
-    """The ``CONFIG_KEYS`` literal of stages/<stage>.py."""
-    path = STAGES_DIR / f"{stage}.py"
+    """The ``CONFIG_KEYS`` literal of stages/cli/<stage>.py."""
+    path = CLI_DIR / f"{stage}.py"
     tree = ast.parse(path.read_text(), filename=str(path))
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
@@ -44,5 +44,5 @@ def declared_hash(config: dict[str, Any], stage: str) -> str:
 
 
 def stage_names() -> list[str]:
-    """The rule CLIs: the modules at the top of stages/."""
-    return sorted(p.stem for p in STAGES_DIR.glob("*.py") if p.stem != "__init__")
+    """The rule CLIs: the modules of stages/cli/."""
+    return sorted(p.stem for p in CLI_DIR.glob("*.py") if p.stem != "__init__")

@@ -141,7 +141,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def chosen_teacher(config: dict[str, Any], choice: dict[str, dict[str, Any]], dataset: str) -> Experiment:
-    """The grid teacher on ``dataset`` at a tuning choice (the overlay written by stages.choose)."""
+    """The grid teacher on ``dataset`` at a tuning choice (the overlay written by stages.cli.tune)."""
     for exp in teacher_grid(config, dataset):
         point = exp.overlay["teacher"]
         if point.keys() == choice["teacher"].keys() and all(_same(point[k], choice["teacher"][k]) for k in point):

@@ -2,7 +2,7 @@
 
 The choice maximises holdout mask AP, ties broken by APr. Each run is
 ``section.k1=v1,section.k2=v2:metrics.json`` with dotted config keys; the choice is the chosen point
-as a config overlay (``{"section": {"k1": v1, "k2": v2}}``, numbers), which stages.write_config puts
+as a config overlay (``{"section": {"k1": v1, "k2": v2}}``, numbers), which stages.cli.write_config puts
 into a config.
 """
 

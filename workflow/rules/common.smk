@@ -36,8 +36,8 @@ workflow.localrules(*config["resources"]["local_rules"])
 
 
 def stage(name):
-    """A rule's command: python -m stages.<name> with the config file of its `config` input."""
-    return f"{shlex.quote(sys.executable)} -m stages.{name} --config {{input.config:q}}"
+    """A rule's command: python -m stages.cli.<name> with the config file of its `config` input."""
+    return f"{shlex.quote(sys.executable)} -m stages.cli.{name} --config {{input.config:q}}"
 
 
 def stage_config(name):
@@ -169,3 +169,40 @@ rule stage_config:
     localrule: True
     run:
         write_config(config, output[0])
+
+
+# Experiments (experiments.smk and the targets built on them)
+
+
+def experiment_teacher_weights(w):
+    teacher = EXPERIMENTS[w.experiment].teacher
+    return holdout_teacher_weights() if teacher is None else f"{EXP}/{teacher}/model_final.pth"
+
+
+def experiment_delta_table(w):
+    """A student's Delta: its teacher's CCECE on holdout15 (or on half a of it, for the tuning grid)."""
+    exp = EXPERIMENTS[w.experiment]
+    if exp.teacher is not None:
+        return f"{EXP}/{exp.teacher}/calibration/ccece.parquet"
+    return {"holdout15": f"{RUN}/calibration/ccece.parquet",
+            "holdout15_a": f"{RUN}/calibration/holdout15_a/ccece.parquet"}[exp.delta_on]
+
+
+def experiment_metrics(exps):
+    return [f"{EXP}/{e.name}/eval_{e.evalset}/metrics.json" for e in exps]
+
+
+def grid_runs(exps, section):
+    """`key=value,...:metrics.json` per grid point, with dotted config keys (stages.cli.tune)."""
+    return [",".join(f"{section}.{k}={v}" for k, v in e.overlay[section].items()) + f":{m}"
+            for e, m in zip(exps, experiment_metrics(exps))]
+
+
+def seed_models(seed):
+    """Table 1's rows under ``seed``: (model, metrics.json, detections.json); the main line for the
+    config's own seed."""
+    if seed == config["seed"]:
+        return [(m, f"{RUN}/eval/{m}/metrics.json", f"{RUN}/eval/{m}/detections.json") for m in MODELS]
+    names = [("teacher", seed_teacher(seed))] + [(f"student_{v}", f"seed{seed}_student_{v}")
+                                                  for v in config["student"]["variants"]]
+    return [(m, f"{EXP}/{n}/eval_val/metrics.json", f"{EXP}/{n}/eval_val/detections.json") for m, n in names]

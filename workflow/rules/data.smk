@@ -24,7 +24,7 @@ if MINILVIS:
 else:
 
     # The user's files are named in the config, not inputs: the job graph (and `snakemake -n`) can be
-    # built before any data exists; stages.import_lvis checks them and names what is missing.
+    # built before any data exists; stages.cli.import_lvis checks them and names what is missing.
     rule import_lvis:
         input:
             config=stage_config("import_lvis"),

@@ -1,0 +1,44 @@
+"""Rules predict_holdout / predict_val: a trained detector's detections on the images of a json, as
+LVIS results json (the evaluation contract) or, for an ``--out`` ending in .parquet, as a table.
+
+CLI: python -m stages.cli.predict --config CFG --weights model_final.pth --images-json J --image-root R --out D.json
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stages.data.detections import results_frame
+from stages.data.lvis import category_order, load_lvis
+from stages.modeling.predictor import load_detector, predict
+from stages.utils.atomic import write_json, write_parquet
+from stages.utils.config import load_stage_config
+from stages.utils.device import configure_torch
+
+CONFIG_KEYS = ("model", "device", "evaluation.max_detections")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Detector predictions as an LVIS results json")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--weights", required=True, type=Path)
+    parser.add_argument("--images-json", required=True, type=Path)
+    parser.add_argument("--image-root", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    config = load_stage_config(args.config, CONFIG_KEYS)
+    configure_torch(config["num_threads"], config["device"])
+    data = load_lvis(args.images_json, require_annotations=False)
+    category_ids = [c["id"] for c in category_order(data)]
+    model = load_detector(config, args.weights, len(category_ids))
+    results = predict(model, config, data["images"], args.image_root, category_ids)
+    if args.out.suffix == ".parquet":
+        write_parquet(results_frame(results), args.out)
+    else:
+        write_json(results, args.out)
+    print(f"predict: {len(results)} detections on {len(data['images'])} images -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

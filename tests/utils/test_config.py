@@ -1,0 +1,118 @@
+"""The config is refused, naming the key, when a value is not a finite number -- for every numeric key
+of the schema, in the stages' loader and in the Snakefile -- and when a path holds control characters."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages.utils.config import SCHEMA_PATH, ConfigError, load_config, validate_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def numeric_keys(schema: dict, node: dict | None = None, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema whose value is a number (or a list of numbers: key[0])."""
+    node = schema if node is None else node
+    definitions = schema.get("definitions", {})
+
+    def resolve(sub: dict) -> dict:
+        ref = sub.get("$ref")
+        return {**definitions[ref.split("/")[-1]], **{k: v for k, v in sub.items() if k != "$ref"}} if ref else sub
+
+    keys = []
+    for name, sub in node.get("properties", {}).items():
+        sub = resolve(sub)
+        types = sub.get("type", [])
+        types = types if isinstance(types, list) else [types]
+        if "object" in types:
+            keys += numeric_keys(schema, sub, f"{prefix}{name}.")
+        elif "array" in types and resolve(sub.get("items", {})).get("type") in ("number", "integer"):
+            keys.append(f"{prefix}{name}[0]")
+        elif {"number", "integer"} & set(types) or any(resolve(a).get("type") in ("number", "integer")
+                                                        for a in sub.get("anyOf", [])):
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _with(config: dict, key: str, value: float) -> dict:
+    config = copy.deepcopy(config)
+    *path, last = key.split(".")
+    node = config
+    for part in path:
+        node = node.setdefault(part, {})
+    name, _, index = last.partition("[")
+    if index:
+        node[name] = [value] + list(node.get(name) or [])[1:]
+    else:
+        node[name] = value
+    return config
+
+
+KEYS = numeric_keys(yaml.safe_load(SCHEMA_PATH.read_text()))
+
+
+def test_the_schema_walk_finds_the_numeric_keys() -> None:
+    assert {"seed", "teacher.eps", "student.lambda", "dedup.near_duplicate_cosine", "sweep.fractions[0]",
+            "student.ignore_threshold", "evaluation.interval_level"} <= set(KEYS)
+    assert len(KEYS) > 50
+
+
+@pytest.mark.fault_injection
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+def test_every_numeric_key_refuses_non_finite_values(value: float) -> None:
+    config = load_config()
+    for key in KEYS:
+        with pytest.raises(ConfigError) as err:
+            validate_config(_with(config, key, value))
+        assert f"config key '{key}'" in str(err.value), key
+
+
+@pytest.mark.fault_injection
+def test_the_snakefile_refuses_nan_naming_the_key(tmp_path: Path) -> None:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["dedup"]["near_duplicate_cosine"] = float("nan")  # would silently turn dedup off
+    path = tmp_path / "nan.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "all", "--cores", "1", "--configfile", str(path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "config key 'dedup.near_duplicate_cosine': nan is not a finite number" in done.stdout + done.stderr
+
+
+def test_tuning_grids_are_every_combination_and_refuse_bad_points() -> None:
+    from stages.pipeline.experiments import grid_points, point_name, student_grid
+
+    config = load_config(REPO / "config.yaml")
+    config["tuning"]["student"] = {"lambda": [0.0, 2.0], "select_on": ["teacher_score", "corrected_score"],
+                                   "unlabeled_weight": []}  # an empty list keeps the configured value
+    points = grid_points(config, "student")
+    assert points == [{"lambda": 0.0, "select_on": "teacher_score"}, {"lambda": 0.0, "select_on": "corrected_score"},
+                      {"lambda": 2.0, "select_on": "teacher_score"}, {"lambda": 2.0, "select_on": "corrected_score"}]
+    assert point_name("student", points[1]) == "student_lambda0_select_oncorrected_score"
+    assert len({e.name for e in student_grid(config)}) == 4
+
+    config["tuning"]["student"] = {"lamda": [1.0]}
+    with pytest.raises(ConfigError, match="lamda"):
+        grid_points(config, "student")
+    config["tuning"]["student"] = {"select_on": ["teacher_score", "best_score"]}
+    with pytest.raises(ConfigError, match="tuning.student.*best_score"):
+        grid_points(config, "student")
+
+
+def test_table1_comparisons_cover_teacher_control_and_each_ladder_step() -> None:
+    from stages.pipeline.experiments import table1_comparisons
+
+    models = ["teacher", "student_labeled_only", "student_onehot", "student_soft", "student_soft_corrected"]
+    pairs = table1_comparisons(models)
+    assert ("student_soft_corrected", "teacher") in pairs and ("student_onehot", "student_labeled_only") in pairs
+    assert ("student_soft", "student_onehot") in pairs and ("student_soft_corrected", "student_soft") in pairs
+    assert len(pairs) == len(set(pairs)) == 4 + 3 + 2
+    # without a one-hot row the ladder starts at soft; without a control, no control differences
+    assert table1_comparisons(["teacher", "student_soft", "student_soft_corrected"]) == [
+        ("student_soft", "teacher"), ("student_soft_corrected", "teacher"), ("student_soft_corrected", "student_soft")]
