@@ -55,8 +55,10 @@ def _config(size: dict[str, Any], device: str, results: Path) -> dict[str, Any]:
     config = load_config(REPO / "configs" / "lvis.yaml")
     config.update(device=device, num_threads=os.cpu_count() or 1, data_workers=0, results_dir=str(results))
     config["distributed"].update(processes_per_machine=1, teacher_machines=1, student_machines=1)
-    config["minilvis"] = {**load_config()["minilvis"], "image_size": size["image_size"], "train_images": size["images"],
-                          "val_images": 2, "pool_images": size["images"], "pool_duplicates": 0, "pool_val_copies": 0}
+    base = load_config()["minilvis"]
+    config["minilvis"] = {**base, "preset": "shapes", "image_size": size["image_size"], "val_images": 2,
+                          "pool_images": size["images"], "pool_duplicates": 0, "pool_val_copies": 0,
+                          "shapes": {**base["shapes"], "train_images": size["images"]}}
     config["model"].update(timm_model=size["timm_model"], backbone_weights=None, min_size=size["image_size"],
                            max_size=size["image_size"], fpn_channels=size["fpn"], roi_batch_size=size["roi"],
                            window_size=size["window"], global_blocks=size["global"])  # fmt: skip

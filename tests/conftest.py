@@ -20,9 +20,9 @@ def tiny_config(results_dir: Path, run: str = "tiny") -> dict:
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["run"] = run
     config["results_dir"] = str(results_dir)
-    config["minilvis"].update(image_size=64, families=3, classes_per_family=3, train_images=60, val_images=18,
-                              pool_images=30, pool_duplicates=4, pool_val_copies=2, rare_max_images=10,
-                              common_max_images=100)
+    config["minilvis"].update(preset="shapes", image_size=64, val_images=18, pool_images=30, pool_duplicates=4,
+                              pool_val_copies=2, rare_max_images=10, common_max_images=100)
+    config["minilvis"]["shapes"].update(families=3, classes_per_family=3, train_images=60)
     config["embed"].update(crop_size=32, batch_size=16)
     config["retrieve"].update(k=8)
     config["model"].update(min_size=64, max_size=64, roi_batch_size=32, fpn_channels=32)

@@ -11,6 +11,7 @@ from typing import Any
 from stages.core.pseudo_labels import STUDENT_VARIANTS
 from stages.core.registry import Registry
 from stages.core.smoothing import SMOOTHING
+from stages.data.minilvis.registry import MINILVIS_PRESETS
 from stages.evaluation.lvis_eval import EVALUATORS
 from stages.utils.config import ConfigError, declared_values
 
@@ -20,6 +21,7 @@ REGISTRY_KEYS: dict[str, Registry] = {
     "sweep.variants": SMOOTHING,
     "student.variants": STUDENT_VARIANTS,
     "evaluation.evaluator": EVALUATORS,
+    "minilvis.preset": MINILVIS_PRESETS,
 }
 
 

@@ -65,7 +65,8 @@ def test_pool_truth_duplicates_are_real(tiny_minilvis):
 
 
 def test_deterministic(tmp_path: Path):
-    cfg = tiny_config(tmp_path)["minilvis"] | {"train_images": 20, "val_images": 6, "pool_images": 6}
+    cfg = tiny_config(tmp_path)["minilvis"] | {"val_images": 6, "pool_images": 6}
+    cfg["shapes"] = cfg["shapes"] | {"train_images": 20}
     make_minilvis(cfg, 3, tmp_path / "a")
     make_minilvis(cfg, 3, tmp_path / "b")
     make_minilvis(cfg, 4, tmp_path / "c")
