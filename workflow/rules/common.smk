@@ -153,7 +153,7 @@ def model_weights(wildcards):
 def report_outputs():
     return [f"{RUN}/report/table1.md", f"{RUN}/report/table1.csv", f"{RUN}/report/fig3_reliability.png",
             f"{RUN}/report/fig4_per_class_ap.png", f"{RUN}/report/fig3_reliability.csv",
-            f"{RUN}/report/fig4_per_class_ap.csv"]
+            f"{RUN}/report/fig4_per_class_ap.csv", f"{RUN}/report/premise.md", f"{RUN}/report/premise.csv"]
 
 
 rule stage_config:

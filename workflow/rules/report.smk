@@ -6,7 +6,7 @@ def main_line_benchmarks():
     """The benchmark files of the jobs `all` runs (the tuning grids' jobs are experiments)."""
     bench = f"{RUN}/benchmarks"
     names = ["make_minilvis" if MINILVIS else "import_lvis", "split", "embed_crops", "retrieve", "dedup",
-             "predict_holdout", "ccece", "bootstrap", "prototypes", "similarity"]
+             "predict_holdout", "ccece", "bootstrap", "premise", "prototypes", "similarity"]
     names += [f"embed_images_{s}" for s in ("pool", "train", "val")]
     names += [f"train_student_{v}" for v in config["student"]["variants"]]
     names += [f"{rule}_{m}" for m in MODELS for rule in ("predict_val", "evaluate")]
@@ -15,6 +15,34 @@ def main_line_benchmarks():
     if config["teacher"]["retrain_full"]:
         names += ["prototypes/full", "similarity/full"]
     return [f"{bench}/{name}.tsv" for name in sorted(names)]
+
+
+rule premise:
+    """The paper's premise measured on this run (P1-P4, stages/reporting/premise.py)."""
+    input:
+        config=stage_config("premise"),
+        val_gt=VAL_JSON,
+        teacher=f"{RUN}/eval/teacher/detections.json",
+        holdout_gt=HOLDOUT_JSON,
+        holdout=rules.predict_holdout.output[0],
+        unlabeled=f"{RUN}/retrieval/unlabeled.json",
+        pool=POOL_JSON,
+        truth=[f"{DATA}/pool_truth.json"] if MINILVIS else [],
+    output:
+        csv=f"{RUN}/report/premise.csv",
+        md=report(f"{RUN}/report/premise.md", category="Premise", caption="../report/premise.rst"),
+    params:
+        truth=lambda w, input: ["--pool-truth", input.truth[0]] if input.truth else [],
+    resources:
+        **rule_resources("premise"),
+    log:
+        f"{RUN}/logs/premise.log",
+    benchmark:
+        f"{RUN}/benchmarks/premise.tsv",
+    shell:
+        stage("premise") + " --val-gt {input.val_gt:q} --teacher-detections {input.teacher:q}"
+        " --holdout-gt {input.holdout_gt:q} --holdout-detections {input.holdout:q} --unlabeled {input.unlabeled:q}"
+        " --pool {input.pool:q} {params.truth:q} --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
 
 
 rule report:
