@@ -1,6 +1,6 @@
 """Rule bootstrap: Table 1's uncertainty -- a paired image-level bootstrap of every model's mask AP,
-APr, APc and APf on the evaluation set, and of the differences between models
-(stages.evaluation.bootstrap).
+APr, APc, APf, AP-Fixed, APr-Fixed, APc-Fixed, APf-Fixed, AP-Pool and ECE on the evaluation set,
+and of the differences between models (stages.evaluation.bootstrap).
 
 Writes a CSV with one row per (model or comparison "a - b", metric): the value on the data as it
 is and the ``evaluation.interval_level`` percentile interval over ``evaluation.bootstrap_draws``
@@ -17,15 +17,17 @@ from pathlib import Path
 
 from stages.data.detections import read_detections
 from stages.data.lvis import load_lvis
-from stages.evaluation.bootstrap import bootstrap_metrics, intervals, match_models
+from stages.evaluation.bootstrap import bootstrap_metrics, intervals, prepare_models
 from stages.utils.atomic import write_csv
 from stages.utils.config import load_stage_config
 
-CONFIG_KEYS = ("seed", "evaluation.max_detections", "evaluation.bootstrap_draws", "evaluation.interval_level")
+CONFIG_KEYS = ("seed", "evaluation.max_detections", "evaluation.fixed_max_detections_per_class", "evaluation.ece_bins",
+               "evaluation.bootstrap_draws", "evaluation.interval_level", "calibration.iou_type",
+               "calibration.iou_threshold")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Paired image-level bootstrap intervals of LVIS mask AP")
+    parser = argparse.ArgumentParser(description="Paired image-level bootstrap intervals of Table 1's metrics")
     parser.add_argument("--config", required=True)
     parser.add_argument("--gt", required=True, type=Path)
     parser.add_argument("--detections", required=True, nargs="+", help="MODEL=detections.json, one per model")
@@ -40,9 +42,12 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"--compare names models without --detections: {sorted(unknown)}")
     gt = load_lvis(args.gt)
-    matched = match_models(gt, {m: read_detections(p) for m, p in detections.items()}, "segm",
-                           evaluation["max_detections"])
-    draws = bootstrap_metrics(matched, evaluation["bootstrap_draws"], config["seed"])
+    models = prepare_models(gt, {m: read_detections(p) for m, p in detections.items()}, iou_type="segm",
+                            max_dets=evaluation["max_detections"],
+                            detections_per_class_setting=evaluation["fixed_max_detections_per_class"],
+                            judge_iou_type=config["calibration"]["iou_type"],
+                            judge_iou_threshold=config["calibration"]["iou_threshold"])
+    draws = bootstrap_metrics(models, evaluation["bootstrap_draws"], config["seed"], evaluation["ece_bins"])
     table = intervals(draws, comparisons, evaluation["interval_level"])
     write_csv(table, args.out)
     print(table.to_string(index=False))

@@ -6,7 +6,8 @@ without detections) and delta (what the student uses: ccece itself with ``calibr
 none``, its empirical-Bayes estimate shrunk toward the frequency group with ``group``); the run's ECE
 in the parquet key-value metadata under "ece", the whole summary under "summary"), the summary json {"ece", "n_judged", "bins",
 "iou_type", "per_frequency": {"r", "c", "f"}, ...} and, optionally, the reliability table.
-Judging and bins follow the config's `calibration` section.
+Judging and bins follow the config's `calibration` section; the detections judged are the
+``evaluation.max_detections`` highest-scoring of each image, those LVIS AP judges.
 
 CLI: python -m stages.cli.ccece --config CFG --detections holdout_detections.json --gt holdout15.json
         --out ccece.parquet --ece-json ece.json [--reliability reliability.csv]
@@ -33,10 +34,11 @@ from stages.core.calibration import (
 from stages.data.detections import read_detections
 from stages.data.lvis import load_lvis
 from stages.evaluation.judging import judge_detections
+from stages.evaluation.metrics import top_detections
 from stages.utils.atomic import write_csv, write_json, write_parquet
 from stages.utils.config import load_stage_config
 
-CONFIG_KEYS = ("calibration",)
+CONFIG_KEYS = ("calibration", "evaluation.max_detections")
 
 
 def summary_lines(table: pd.DataFrame, summary: dict[str, Any], shown: int = 3) -> list[str]:
@@ -67,9 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ece-json", required=True, type=Path)
     parser.add_argument("--reliability", type=Path, default=None, help="optional reliability csv")
     args = parser.parse_args(argv)
-    cal = load_stage_config(args.config, CONFIG_KEYS)["calibration"]
+    config = load_stage_config(args.config, CONFIG_KEYS)
+    cal = config["calibration"]
     gt = load_lvis(args.gt)
-    detections = read_detections(args.detections)
+    # the detections LVIS AP judges: the predictor may write more per image (for AP-Fixed)
+    detections, _ = top_detections(read_detections(args.detections), config["evaluation"]["max_detections"])
     judged = judge_detections(detections, gt, cal["iou_type"], cal["iou_threshold"])
     table = ccece_per_class(judged, gt["categories"], cal["bins"])
     table["ccece_se"] = ccece_standard_errors(judged, gt["categories"])

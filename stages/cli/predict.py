@@ -1,5 +1,7 @@
 """Rules predict_holdout / predict_val: a trained detector's detections on the images of a json, as
 LVIS results json (the evaluation contract) or, for an ``--out`` ending in .parquet, as a table.
+At most ``model.detections_per_image`` per image: the evaluator cuts them to
+``evaluation.max_detections`` per image for AP, and keeps them all for AP-Fixed / AP-Pool.
 
 CLI: python -m stages.cli.predict --config CFG --weights model_final.pth --images-json J --image-root R --out D.json
 """
@@ -16,7 +18,7 @@ from stages.utils.atomic import write_json, write_parquet
 from stages.utils.config import load_stage_config
 from stages.utils.device import configure_torch
 
-CONFIG_KEYS = ("model", "device", "evaluation.max_detections")
+CONFIG_KEYS = ("model", "device")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,9 +1,9 @@
 """Rule report: the paper's Table 1, Fig. 3 and Fig. 4 from a run's evaluation outputs
 (stages.reporting).
 
-Writes table1.md / table1.csv (segm AP, APr, APc, APf, bbox AP, ECE per model, the paper's
-numbers beside them; table1.md also holds the calibration table: ECE overall and per frequency
-group), fig3_reliability.png (reliability diagrams, teacher vs student, with ECE) and
+Writes table1.md / table1.csv (segm AP, APr, APc, APf, AP-Fixed, APr-Fixed, AP-Pool, ECE, bbox AP
+per model, the paper's numbers beside them; table1.md also holds the calibration table: ECE overall
+and per frequency group), fig3_reliability.png (reliability diagrams, teacher vs student, with ECE) and
 fig4_per_class_ap.png (per-class AP against training instance count, r/c/f coloured) and
 fig5_ccece.png (per-class CCECE with its interval and the Delta the student uses). Each figure's
 plotted data is written beside it as CSV. With the bootstrap's intervals, Table 1 shows each
@@ -32,7 +32,7 @@ from stages.reporting.figures import (
     reliability_data,
     reliability_figure,
 )
-from stages.reporting.table1 import load_metrics, table1, table1_markdown
+from stages.reporting.table1 import check_intervals, load_metrics, table1, table1_markdown
 from stages.reporting.timings import timings_table
 from stages.utils.atomic import write_csv, write_figure, write_text
 from stages.utils.config import load_stage_config
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_stage_config(args.config, CONFIG_KEYS)
     metrics_of = load_metrics(args.eval_dir, args.models)
-    intervals = pd.read_csv(args.intervals) if args.intervals else None
+    intervals = check_intervals(pd.read_csv(args.intervals), args.models, args.intervals) if args.intervals else None
     frame = table1(metrics_of, intervals)
     timings = timings_table(args.benchmarks)
     out = args.out_dir

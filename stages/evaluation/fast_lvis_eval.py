@@ -503,7 +503,8 @@ class MatchedDetections:
     """LVISEval's matching of one model's detections to a ground truth: all that accumulation needs.
 
     Detections are in accumulation order (category, score descending, image id, input order);
-    ``cat``/``img``/``score``: their category index, image rank and score. ``dets``: the detections with candidate
+    ``cat``/``img``/``score``: their category index, image rank and score; ``src``: their index in the
+    detections as given (a per-class limit counts in that order). ``dets``: the detections with candidate
     gts, with ``hit_counted`` / ``hit_ignored`` (T, A, len(dets)): matched to a counted / an ignored
     gt; ``det_out`` (A, N): outside the area range or of a not-exhaustive class (ignored when
     unmatched). ``gt_img``/``gt_cat``/``gt_ignored`` (A, G): the gts LVISEval keeps."""
@@ -511,6 +512,7 @@ class MatchedDetections:
     cat: np.ndarray
     img: np.ndarray
     score: np.ndarray
+    src: np.ndarray
     dets: np.ndarray
     hit_counted: np.ndarray
     hit_ignored: np.ndarray
@@ -544,18 +546,22 @@ def match_detections(gt: dict[str, Any], detections: Sequence[dict[str, Any]] | 
     hit_ignored = hit & gt_ig[np.arange(n_area)[None, :, None], won]
     hit_counted = hit & (g.ann_id[won] != 0)  # LVIS tests dt_m (the gt id) against 0
     det_out = (d["area"][None, :] < lo) | (d["area"][None, :] > hi) | d["nel"][None, :]  # (A, N)
-    return MatchedDetections(cat=d["cat"], img=d["img"], score=src.score[d["src"]], dets=dets, hit_counted=hit_counted, hit_ignored=hit_ignored,
+    return MatchedDetections(cat=d["cat"], img=d["img"], score=src.score[d["src"]], src=d["src"], dets=dets, hit_counted=hit_counted, hit_ignored=hit_ignored,
                              det_out=det_out, gt_img=g.img, gt_cat=g.cat, gt_ignored=gt_ig, n_images=len(g.img_ids),
                              cat_ids=g.cat_ids.tolist(), freq_groups=g.freq_groups, categories=g.categories)
 
 
-def _resampled_order(m: MatchedDetections, image_weights: np.ndarray) -> np.ndarray:
+def _resampled_order(m: MatchedDetections, image_weights: np.ndarray, detection_weights: np.ndarray | None = None
+                     ) -> np.ndarray:
     """The detections of a data set in which image r appears ``image_weights[r]`` times, as indices
     into ``m``'s detections, in LVISEval's accumulation order: the copies of an image sit next to
     each other among equal scores, so a run of equal-score detections of one image repeats as a
-    whole (copy 1's run, then copy 2's), exactly as LVISEval orders the copies' detections."""
+    whole (copy 1's run, then copy 2's), exactly as LVISEval orders the copies' detections.
+    ``detection_weights``: a detection sits in the first that many copies of its image only (a
+    per-class limit on the resampled data set cuts copies of its lowest-ranked detections)."""
     n = len(m.cat)
-    w = np.asarray(image_weights, dtype=np.int64)[m.img]
+    w = (np.asarray(image_weights, dtype=np.int64)[m.img] if detection_weights is None
+         else np.asarray(detection_weights, dtype=np.int64))
     rep = np.repeat(np.arange(n), w)
     copy = np.arange(len(rep)) - np.repeat(np.cumsum(w) - w, w)
     change = np.r_[True, (m.cat[1:] != m.cat[:-1]) | (m.score[1:] != m.score[:-1]) | (m.img[1:] != m.img[:-1])]
@@ -563,21 +569,38 @@ def _resampled_order(m: MatchedDetections, image_weights: np.ndarray) -> np.ndar
     return rep[np.lexsort((rep, copy, run[rep]))]
 
 
-def accumulate(m: MatchedDetections, image_weights: np.ndarray | None = None, areas: Sequence[int] | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+def true_false_positives(m: MatchedDetections, t: int, a: int) -> tuple[np.ndarray, np.ndarray]:
+    """LVISEval's tps / fps of every detection of ``m`` (accumulation order) at IoU threshold index
+    ``t`` and area range index ``a``: matched to a counted gt and not ignored / neither matched nor
+    ignored (a detection outside the area range or of a not-exhaustive class is ignored when unmatched)."""
+    counted = np.zeros(len(m.cat), dtype=bool)
+    counted[m.dets] = m.hit_counted[t, a]
+    ignored = np.zeros(len(m.cat), dtype=bool)
+    ignored[m.dets] = m.hit_ignored[t, a]
+    ignored |= ~counted & m.det_out[a]
+    return counted & ~ignored, ~(counted | ignored)
+
+
+def accumulate(m: MatchedDetections, image_weights: np.ndarray | None = None, areas: Sequence[int] | None = None,
+               detection_weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """LVISEval's accumulate step: precision (T, R, K, A) and recall (T, K, A), -1 where a category
     has no gt. ``image_weights`` (an integer per image rank) evaluates the data set in which every
     image appears that many times -- a bootstrap draw -- without matching again: matching is per
-    image, so only the accumulation changes. ``areas``: the area ranges to fill (default all; the
-    others stay -1)."""
+    image, so only the accumulation changes. ``detection_weights`` (an integer per detection of
+    ``m``, at most its image's weight): the detection is in only the first that many copies of its
+    image -- what a per-class limit leaves of a resampled data set; within an (image, class) pair
+    the copies kept must be a prefix of the score order, so that the matching stays valid.
+    ``areas``: the area ranges to fill (default all; the others stay -1)."""
     n_cat, n_area, n_thr, n_rec = len(m.cat_ids), len(AREA_RNG), len(IOU_THRS), len(REC_THRS)
     areas = range(n_area) if areas is None else areas
-    order = None if image_weights is None else _resampled_order(m, image_weights)
+    if detection_weights is not None and image_weights is None:
+        image_weights = np.ones(m.n_images, dtype=np.int64)
+    order = None if image_weights is None else _resampled_order(m, image_weights, detection_weights)
     gt_w = None if image_weights is None else np.asarray(image_weights, dtype=np.int64)[m.gt_img]
     cat = m.cat if order is None else m.cat[order]
     precision = -np.ones((n_thr, n_rec, n_cat, n_area))
     recall = -np.ones((n_thr, n_cat, n_area))
-    n_all, n = len(m.cat), len(cat)
+    n = len(cat)
     seg_starts = _segment_starts(cat)
     seg_cat = cat[seg_starts]
     for a in areas:
@@ -593,13 +616,7 @@ def accumulate(m: MatchedDetections, image_weights: np.ndarray | None = None, ar
         m_seg = _recall_counts(n_gt_seg)
         seg_defined = n_gt_seg > 0
         for t in range(n_thr):
-            counted = np.zeros(n_all, dtype=bool)
-            counted[m.dets] = m.hit_counted[t, a]
-            ignored = np.zeros(n_all, dtype=bool)
-            ignored[m.dets] = m.hit_ignored[t, a]
-            ignored |= ~counted & m.det_out[a]
-            tp = counted & ~ignored
-            fp = ~(counted | ignored)
+            tp, fp = true_false_positives(m, t, a)
             if order is not None:
                 tp, fp = tp[order], fp[order]
             pr, rc = _accumulate(tp, fp, seg_starts, n_gt_seg, m_seg)

@@ -1,7 +1,8 @@
 """A trained detector on images: loading a checkpoint, inference, LVIS results.
 
 Each detection: image_id, category_id, bbox (XYWH), score, segmentation (RLE); at most
-``evaluation.max_detections`` per image.
+``model.detections_per_image`` per image (the detector's output; the evaluator applies the AP budget
+``evaluation.max_detections`` itself).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def predict(model: torch.nn.Module, config: dict[str, Any], images: list[dict], 
     transform = test_transform(config)
     device = torch.device(config["device"])
     results: list[dict[str, Any]] = []
-    max_dets = config["evaluation"]["max_detections"]
+    max_dets = config["model"]["detections_per_image"]  # detectron2's TEST.DETECTIONS_PER_IMAGE, held here too
     for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch"):
         batch, metas = [], images[start:start + batch_size]
         for img in metas:

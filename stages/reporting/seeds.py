@@ -8,17 +8,28 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.reporting.table1 import INTERVAL_METRICS, markdown_table
+from stages.reporting.table1 import (
+    DIFFERENCE_METRICS,
+    INTERVAL_METRICS,
+    digits,
+    markdown_table,
+    metric_value,
+    signed_interval,
+)
 
 
 def seed_metrics(runs: list[tuple[int, str, Path]]) -> pd.DataFrame:
-    """One row per (seed, model): mask AP, APr, APc, APf and ECE from each metrics.json."""
+    """One row per (seed, model): Table 1's metrics (INTERVAL_METRICS: mask AP, APr, APc, APf,
+    AP-Fixed, APr-Fixed, AP-Pool, ECE) from each metrics.json."""
     rows = []
     for seed, model, path in runs:
         metrics = json.loads(Path(path).read_text())
-        rows.append({"seed": seed, "model": model, **{m: metrics["segm"][m] for m in INTERVAL_METRICS},
-                     "ECE": metrics["ece"]})
-    return pd.DataFrame(rows)
+        try:
+            values = {m: metric_value(metrics, m) for m in INTERVAL_METRICS}
+        except KeyError as exc:
+            raise ValueError(f"{path}: metrics.json lacks {exc} (rerun its evaluate job)") from None
+        rows.append({"seed": seed, "model": model, **values})
+    return pd.DataFrame(rows, columns=["seed", "model", *INTERVAL_METRICS])
 
 
 def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -26,20 +37,21 @@ def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for model, part in table.groupby("model", sort=False):
         row: dict[str, object] = {"model": model, "seeds": len(part)}
-        for metric in (*INTERVAL_METRICS, "ECE"):
+        for metric in INTERVAL_METRICS:
             mean, std = part[metric].mean(), part[metric].std(ddof=1)
-            digits = 3 if metric == "ECE" else 1
-            row[metric] = f"{mean:.{digits}f} +- {std:.{digits}f}"
+            d = digits(metric)
+            row[metric] = f"{mean:.{d}f} +- {std:.{d}f}"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def seed_differences(intervals: list[tuple[int, Path]]) -> pd.DataFrame:
-    """Per seed and comparison: the AP and APr difference with its interval."""
+    """Per seed, comparison and metric of DIFFERENCE_METRICS (AP, APr, AP-Fixed, APr-Fixed, AP-Pool,
+    ECE): the difference with its interval."""
     rows = []
     for seed, path in intervals:
         table = pd.read_csv(path)
-        diffs = table[table["what"].str.contains(" - ", regex=False) & table["metric"].isin(["AP", "APr"])]
+        diffs = table[table["what"].str.contains(" - ", regex=False) & table["metric"].isin(DIFFERENCE_METRICS)]
         for r in diffs.itertuples():
             rows.append({"seed": seed, "comparison": r.what, "metric": r.metric, "value": r.value, "low": r.low,
                          "high": r.high, "above_zero": bool(r.low > 0)})
@@ -51,7 +63,11 @@ def seeds_markdown(table: pd.DataFrame, differences: pd.DataFrame) -> str:
     parts = [f"# Table 1 over seeds {seeds} (mask AP on val, mean +- std)\n\n", markdown_table(seed_summary(table)),
              "\n## Paired-bootstrap differences per seed (95%)\n\n"]
     if len(differences):
-        shown = differences.assign(interval=[f"{v:+.1f} [{lo:+.1f}, {hi:+.1f}]" for v, lo, hi in
-                                             zip(differences["value"], differences["low"], differences["high"])])
-        parts.append(markdown_table(shown[["seed", "comparison", "metric", "interval", "above_zero"]]))
+        # one row per (seed, comparison), one column per metric: "value [low, high]"
+        rows = []
+        for (seed, comparison), part in differences.groupby(["seed", "comparison"], sort=False):
+            by_metric = {r.metric: signed_interval(r.value, r.low, r.high, r.metric) for r in part.itertuples()}
+            rows.append({"seed": seed, "comparison": comparison,
+                         **{f"d{m}": by_metric.get(m, "-") for m in DIFFERENCE_METRICS}})
+        parts.append(markdown_table(pd.DataFrame(rows)))
     return "".join(parts)

@@ -22,32 +22,69 @@ PAPER_TABLE1 = {
 PAPER_ECE = {"teacher": 0.22, "student_soft_corrected": 0.07}
 
 
+# Table 1's metrics, in column order, each with its paired bootstrap interval: mask AP, APr, APc,
+# APf (LVIS, evaluation.max_detections per image); AP-Fixed, APr-Fixed (Dave et al. 2021: K per class,
+# no per-image cap, so a per-class re-scoring cannot move it) and AP-Pool (all classes in one
+# ranking: it rewards cross-class calibration); the ECE.
+INTERVAL_METRICS = ("AP", "APr", "APc", "APf", "AP-Fixed", "APr-Fixed", "AP-Pool", "ECE")
+# The differences between rows (the ladder) shown in table1.md and the seeds' report.
+DIFFERENCE_METRICS = ("AP", "APr", "AP-Fixed", "APr-Fixed", "AP-Pool", "ECE")
+# The paper reports neither AP-Fixed nor AP-Pool: "-" beside ours.
+PAPER_WITHOUT = ("AP-Fixed", "APr-Fixed")
+_SEGM_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf", "AP-Fixed", "APr-Fixed", "APc-Fixed",
+              "APf-Fixed", "AP-Pool")
+
+
 def load_metrics(eval_dir: Path, models: list[str]) -> dict[str, dict]:
-    """model -> its metrics.json, read once for every table and figure."""
-    return {model: json.loads((eval_dir / model / "metrics.json").read_text()) for model in models}
+    """model -> its metrics.json, read once for every table and figure; ValueError naming the file
+    when it lacks a key of its contract (docs/design.md)."""
+    out = {}
+    for model in models:
+        path = eval_dir / model / "metrics.json"
+        metrics = json.loads(path.read_text())
+        missing = [f"{kind}.{key}" for kind in ("segm", "bbox") for key in _SEGM_KEYS if key not in metrics.get(kind, {})]
+        missing += [key for key in ("ece", "ece_per_frequency") if key not in metrics]
+        if missing:
+            raise ValueError(f"{path}: metrics.json lacks {missing} (rerun its evaluate job)")
+        out[model] = metrics
+    return out
 
 
-INTERVAL_METRICS = ("AP", "APr", "APc", "APf")
+def metric_value(metrics: dict, metric: str) -> float:
+    """A Table 1 metric from a metrics.json: the ECE, or the mask (segm) value; NaN for null."""
+    value = metrics["ece"] if metric == "ECE" else metrics["segm"][metric]
+    return math.nan if value is None else float(value)
 
 
 def table1(metrics_of: dict[str, dict], intervals: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per model: mask AP, APr, APc, APf (with ``<metric>_low`` / ``_high``, the bootstrap
-    interval, when ``intervals`` are given), box AP, ECE, and the paper's numbers."""
+    """One row per model: INTERVAL_METRICS (with ``<metric>_low`` / ``_high``, the bootstrap
+    interval, when ``intervals`` are given), box AP, and the paper's numbers (NaN where it has none)."""
     rows = []
     for model, metrics in metrics_of.items():
         label, paper_ap, paper_apr = PAPER_TABLE1.get(model, (model, math.nan, math.nan))
-        segm, bbox = metrics["segm"], metrics["bbox"]
-        rows.append({
-            "model": model, "description": label,
-            "AP": segm["AP"], "APr": segm["APr"], "APc": segm["APc"], "APf": segm["APf"],
-            "AP_bbox": bbox["AP"], "ECE": metrics["ece"],
-            "paper_AP": paper_ap, "paper_APr": paper_apr, "paper_ECE": PAPER_ECE.get(model, math.nan),
-        })
+        rows.append({"model": model, "description": label,
+                     **{metric: metric_value(metrics, metric) for metric in INTERVAL_METRICS},
+                     "AP_bbox": metrics["bbox"]["AP"], "paper_AP": paper_ap, "paper_APr": paper_apr,
+                     **{f"paper_{metric}": math.nan for metric in PAPER_WITHOUT},
+                     "paper_ECE": PAPER_ECE.get(model, math.nan)})
         if intervals is not None:
             for metric in INTERVAL_METRICS:
                 low, high = _interval(intervals, model, metric)
                 rows[-1] |= {f"{metric}_low": low, f"{metric}_high": high}
     return pd.DataFrame(rows)
+
+
+def check_intervals(intervals: pd.DataFrame, models: list[str], source: str | Path) -> pd.DataFrame:
+    """The bootstrap's intervals.csv against its contract: columns what, metric, value, low, high and a
+    row for every model and INTERVAL_METRICS metric; ValueError naming ``source`` and what is missing."""
+    missing_columns = {"what", "metric", "value", "low", "high"} - set(intervals.columns)
+    if missing_columns:
+        raise ValueError(f"{source}: intervals lack the columns {sorted(missing_columns)}")
+    have = set(zip(intervals["what"], intervals["metric"]))
+    missing = [f"{model}/{metric}" for model in models for metric in INTERVAL_METRICS if (model, metric) not in have]
+    if missing:
+        raise ValueError(f"{source}: no interval for {missing[:6]}{' ...' if len(missing) > 6 else ''} (rerun the bootstrap job)")
+    return intervals
 
 
 def _interval(intervals: pd.DataFrame, what: str, metric: str) -> tuple[float, float]:
@@ -68,16 +105,27 @@ def with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def digits(metric: str) -> int:
+    """Decimals a metric is shown with: 3 for the ECE (0-1), 1 for the APs (0-100)."""
+    return 3 if metric == "ECE" else 1
+
+
+def signed_interval(value: float, low: float, high: float, metric: str) -> str:
+    """A difference and its interval, e.g. ``+1.3 [+0.3, +2.4]``."""
+    d = digits(metric)
+    return f"{value:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}]"
+
+
 def differences_table(intervals: pd.DataFrame) -> pd.DataFrame:
-    """The paired differences ("a - b") with their intervals, AP and APr first; ``above_zero`` says
-    whether the whole interval lies above 0."""
+    """The paired differences ("a - b") of DIFFERENCE_METRICS with their intervals; ``above_zero``
+    says whether the whole interval lies above 0 (for the ECE, lower is better)."""
     diffs = intervals[intervals["what"].str.contains(" - ", regex=False)]
     rows = []
     for what, part in diffs.groupby("what", sort=False):
         row: dict[str, object] = {"comparison": what}
-        for metric in INTERVAL_METRICS:
+        for metric in DIFFERENCE_METRICS:
             r = part[part["metric"] == metric].iloc[0]
-            row[f"d{metric}"] = f"{r['value']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}]"
+            row[f"d{metric}"] = signed_interval(r["value"], r["low"], r["high"], metric)
             row[f"d{metric}_above_zero"] = bool(r["low"] > 0)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -114,10 +162,14 @@ def table1_markdown(title: str, frame: pd.DataFrame, metrics_of: dict[str, dict]
                     dedup: dict | None = None, timings: pd.DataFrame | None = None) -> str:
     """table1.md: Table 1 (with intervals), the differences between rows, calibration, the run's cost."""
     parts = [f"# {title}\n", markdown_table(with_intervals(frame))]
+    per_class = sorted({m["detections_per_class"] for m in metrics_of.values() if "detections_per_class" in m})
+    parts.append(f"\nAP-Fixed: the top {', '.join(map(str, per_class)) or 'K'} detections of each class over the "
+                 "evaluation set, no per-image cap; AP-Pool: the same detections, all classes in one ranking "
+                 "(Dave et al. 2021). The paper reports neither.\n")
     if intervals is not None:
         level = "95%"
         parts.append(f"\nIntervals: {level} paired image-level bootstrap (the same resampled val images for every "
-                     "model).\n\n## Differences between rows (mask AP points)\n\n")
+                     "model).\n\n## Differences between rows (mask AP points; ECE on its 0-1 scale, lower is better)\n\n")
         parts.append(markdown_table(differences_table(intervals)))
     parts.append(f"\n## Calibration (ECE, {ece_bins} bins, val detections)\n\n")
     parts.append(markdown_table(calibration_table(metrics_of)))

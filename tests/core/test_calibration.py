@@ -328,6 +328,26 @@ def test_ccece_cli_writes_the_artifacts(tmp_path, tiny_config_file, capsys):
     assert not list(out.parent.glob(".*tmp*"))  # atomic writes leave no temporary file
 
 
+def test_ccece_judges_the_detections_ap_judges(tmp_path, tiny_config_file):
+    # the predictor may write more per image than AP's budget (for AP-Fixed): CCECE sees the budget's
+    import yaml
+
+    from stages.cli.ccece import main
+
+    config = yaml.safe_load(tiny_config_file.read_text())
+    config["evaluation"]["max_detections"] = 2
+    config_path = tmp_path / "budget.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    gt_path, det_path = _cli_inputs(tmp_path)
+    ece_json = tmp_path / "ece.json"
+    main(["--config", str(config_path), "--detections", str(det_path), "--gt", str(gt_path),
+          "--out", str(tmp_path / "ccece.parquet"), "--ece-json", str(ece_json)])
+    summary = json.loads(ece_json.read_text())
+    # image 10 keeps .9 (T) and .8 (F) of its four: ECE = (|1 - .9| + .8) / 2
+    assert summary["n_judged"] == 2 and summary["n_detections"] == 3
+    assert summary["ece"] == pytest.approx(0.45)
+
+
 def test_ccece_cli_as_a_module(tmp_path, tiny_config_file, repo):
     gt_path, det_path = _cli_inputs(tmp_path)
     out, ece_json = tmp_path / "ccece.parquet", tmp_path / "ece.json"

@@ -1,5 +1,6 @@
-"""The paired image-level bootstrap: weighted accumulation equals evaluating the resampled data set,
-identical models differ by exactly 0, and intervals narrow with more images."""
+"""The paired image-level bootstrap: weighted accumulation equals evaluating the resampled data set
+(AP, AP-Fixed with its per-class limit re-applied, AP-Pool and ECE), identical models differ by
+exactly 0, and intervals narrow with more images."""
 
 from __future__ import annotations
 
@@ -8,31 +9,49 @@ import copy
 import numpy as np
 import pytest
 
-from stages.evaluation.bootstrap import ap_summary, bootstrap_metrics, draw_weights, intervals, match_models
+from stages.core.calibration import expected_calibration_error
+from stages.evaluation.bootstrap import (
+    METRICS,
+    ap_summary,
+    bootstrap_metrics,
+    draw_metrics,
+    draw_weights,
+    intervals,
+    prepare_models,
+    weighted_ece,
+)
 from stages.evaluation.fast_lvis_eval import accumulate, fast_lvis_eval, match_detections
+from stages.evaluation.fixed_ap import fixed_pool_metrics
+from stages.evaluation.judging import judge_detections
+from stages.evaluation.metrics import evaluate_detections, top_detections
 from tests.evaluation.test_fast_lvis_eval import make_dets, make_gt
 
 
 def _resampled(gt: dict, dets: list[dict], weights: np.ndarray) -> tuple[dict, list[dict]]:
-    """The data set with image i copied weights[i] times (new ids), detections copied with it."""
+    """The data set with image i copied weights[i] times (new ids that sort as the copies of i), each
+    detection copied with its image and its copies listed where it stood."""
     images = sorted(gt["images"], key=lambda img: img["id"])
+    weight_of = {img["id"]: int(w) for img, w in zip(images, weights)}
     new_gt = {k: v for k, v in gt.items() if k not in ("images", "annotations")}
-    new_gt["images"], new_gt["annotations"], new_dets = [], [], []
-    anns_of, dets_of = {}, {}
+    new_gt["images"], new_gt["annotations"] = [], []
+    anns_of = {}
     for a in gt["annotations"]:
         anns_of.setdefault(a["image_id"], []).append(a)
-    for d in dets:
-        dets_of.setdefault(d["image_id"], []).append(d)
     next_ann = 1
-    for img, w in zip(images, weights):
-        for copy_index in range(int(w)):
+    for img in images:
+        for copy_index in range(weight_of[img["id"]]):
             new_id = img["id"] * 100 + copy_index
             new_gt["images"].append({**img, "id": new_id})
             for a in anns_of.get(img["id"], []):
                 new_gt["annotations"].append({**copy.deepcopy(a), "id": next_ann, "image_id": new_id})
                 next_ann += 1
-            new_dets += [{**d, "image_id": new_id} for d in dets_of.get(img["id"], [])]
+    new_dets = [{**d, "image_id": d["image_id"] * 100 + j} for d in dets for j in range(weight_of[d["image_id"]])]
     return new_gt, new_dets
+
+
+def _prepared(gt: dict, dets: dict[str, list[dict]], iou_type: str = "segm", per_class: int | str = "auto"):
+    return prepare_models(gt, dets, iou_type=iou_type, max_dets=300, detections_per_class_setting=per_class,
+                          judge_iou_type="bbox", judge_iou_threshold=0.5)
 
 
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
@@ -51,6 +70,58 @@ def test_weighted_accumulation_equals_the_resampled_data_set(iou_type: str) -> N
             np.testing.assert_allclose(got[key], expected, atol=1e-9, equal_nan=True, err_msg=key)
 
 
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+@pytest.mark.parametrize("per_class", [5, 40])
+def test_every_metric_of_a_draw_is_that_of_the_resampled_data_set(iou_type: str, per_class: int) -> None:
+    # AP-Fixed re-applies its per-class limit on the draw (an image drawn twice brings its detections
+    # twice), AP-Pool pools the draw's detections, the ECE judges the draw's images
+    gt = make_gt(seed=4, n_images=30)
+    dets = make_dets(gt, seed=4, crowded=1, segm=iou_type == "segm")
+    model = _prepared(gt, {"m": dets}, iou_type, per_class)["m"]
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        weights = np.bincount(rng.integers(0, 30, 30), minlength=30)
+        got = draw_metrics(model, weights, ece_bins=15)
+        new_gt, new_dets = _resampled(gt, dets, weights)
+        want = {k: 100 * v if v > -1 else np.nan for k, v in fast_lvis_eval(new_gt, new_dets, iou_type, 300).results.items()}
+        want |= fixed_pool_metrics("unused.json", new_dets, iou_type, per_class, "fast", new_gt)
+        judged = judge_detections(top_detections(new_dets, 300)[0], new_gt, "bbox", 0.5)
+        want["ECE"] = expected_calibration_error(judged["score"], judged["correct"], 15)
+        for key in METRICS:
+            np.testing.assert_allclose(got[key], want[key], atol=1e-9, equal_nan=True, err_msg=key)
+    # the limit binds at 5 per class: the draws are not what cutting once, then resampling, would give
+    assert max(np.bincount([d["category_id"] for d in dets])) > 5
+
+
+def test_the_unresampled_draw_is_metrics_json(tmp_path) -> None:
+    # draw -1 of the bootstrap (intervals.csv's value) is what evaluate writes to metrics.json
+    import json
+
+    gt = make_gt(seed=2, n_images=25)
+    dets = make_dets(gt, seed=2, crowded=3)
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    config = {"evaluation": {"max_detections": 20, "ece_bins": 15, "evaluator": "fast", "fixed_max_detections_per_class": 7},
+              "calibration": {"iou_type": "bbox", "iou_threshold": 0.5}}
+    metrics, _, _ = evaluate_detections(config, path, dets)
+    model = prepare_models(gt, {"m": dets}, iou_type="segm", max_dets=20, detections_per_class_setting=7,
+                           judge_iou_type="bbox", judge_iou_threshold=0.5)["m"]
+    got = draw_metrics(model, None, ece_bins=15)
+    for key in METRICS:
+        want = metrics["ece"] if key == "ECE" else metrics["segm"][key]
+        assert got[key] == pytest.approx(want, abs=1e-9), key
+    assert metrics["n_cut"] > 0 and metrics["n_cut_per_class"] > 0 and metrics["detections_per_class"] == 7
+
+
+def test_weighted_ece_is_the_ece_of_the_repeated_detections() -> None:
+    rng = np.random.default_rng(3)
+    score, correct = rng.random(300), rng.random(300) < 0.6
+    weights = rng.integers(0, 4, 300)
+    want = expected_calibration_error(np.repeat(score, weights), np.repeat(correct, weights), 15)
+    assert weighted_ece(score, correct, weights, 15) == pytest.approx(want, abs=1e-12)
+    assert weighted_ece(score, correct, np.zeros(300), 15) == 0.0
+
+
 def test_unit_weights_give_the_evaluation_itself() -> None:
     gt = make_gt(seed=2, n_images=20)
     dets = make_dets(gt, seed=2)
@@ -63,10 +134,14 @@ def test_unit_weights_give_the_evaluation_itself() -> None:
 def test_identical_models_differ_by_exactly_zero() -> None:
     gt = make_gt(seed=6, n_images=25)
     dets = make_dets(gt, seed=6)
-    draws = bootstrap_metrics(match_models(gt, {"a": dets, "b": list(dets)}, "bbox", 300), draws=50, seed=0)
+    draws = bootstrap_metrics(_prepared(gt, {"a": dets, "b": list(dets)}, "bbox", 6), draws=50, seed=0, ece_bins=15)
     table = intervals(draws, [("a", "b")])
     diff = table[table["what"] == "a - b"]
+    assert set(diff["metric"]) == set(METRICS)
     assert (diff[["value", "low", "high"]].to_numpy() == 0).all()
+    # and every metric of every model has an interval around its value
+    rows = table[table["what"] == "a"]
+    assert set(rows["metric"]) == set(METRICS) and (rows["low"] <= rows["value"]).all() and (rows["value"] <= rows["high"]).all()
 
 
 def test_intervals_narrow_with_more_images() -> None:
@@ -74,11 +149,11 @@ def test_intervals_narrow_with_more_images() -> None:
     for n_images in (20, 160):
         gt = make_gt(seed=8, n_images=n_images)
         dets = make_dets(gt, seed=8)
-        draws = bootstrap_metrics(match_models(gt, {"m": dets}, "bbox", 300), draws=200, seed=0)
-        row = intervals(draws, []).query("metric == 'AP'").iloc[0]
-        assert row["low"] <= row["value"] <= row["high"]
-        widths.append(row["high"] - row["low"])
-    assert widths[1] < 0.6 * widths[0], widths
+        draws = bootstrap_metrics(_prepared(gt, {"m": dets}, "bbox"), draws=200, seed=0, ece_bins=15)
+        table = intervals(draws, []).set_index("metric")
+        widths.append(table["high"] - table["low"])
+    for metric in ("AP", "AP-Fixed", "AP-Pool", "ECE"):
+        assert widths[1][metric] < 0.6 * widths[0][metric], metric
 
 
 def test_draws_are_seeded_resamples() -> None:

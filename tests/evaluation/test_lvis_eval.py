@@ -14,6 +14,7 @@ import pandas as pd
 import pycocotools.mask as mask_util
 import pytest
 
+from stages.evaluation.fixed_ap import METRIC_KEYS as FIXED_METRIC_KEYS
 from stages.evaluation.lvis_eval import METRIC_KEYS, per_class_ap, run_lvis_eval, summary_metrics
 
 SIZE = 64
@@ -209,9 +210,18 @@ def test_evaluate_cli(gt_file, tmp_path, tiny_config_file, capsys, evaluator):
           "--out-reliability", str(reliability_path)])
     metrics = json.loads(metrics_path.read_text())
     for iou_type in ("segm", "bbox"):
-        assert set(metrics[iou_type]) == set(METRIC_KEYS)
+        assert set(metrics[iou_type]) == set(METRIC_KEYS) | set(FIXED_METRIC_KEYS)
         assert metrics[iou_type]["APc"] is None  # undefined -> null
         assert metrics[iou_type]["AP50"] == pytest.approx(100.0)
+        # AP-Fixed keeps K = round(10,000 x 3 images / 19,809) = 2 detections per class: class a keeps two
+        # of its three hits at 0.9 (the earlier ones), recall 2/3 reaches 67 of the 101 recall points;
+        # class b keeps its hit. AP-Pool: the 3 hits of both classes against their 4 gts: 76 points.
+        assert metrics[iou_type]["APf-Fixed"] == pytest.approx(100 * 67 / 101)
+        assert metrics[iou_type]["APr-Fixed"] == pytest.approx(100.0)
+        assert metrics[iou_type]["AP-Fixed"] == pytest.approx(100 * (67 / 101 + 1) / 2)
+        assert metrics[iou_type]["APc-Fixed"] is None
+        assert metrics[iou_type]["AP-Pool"] == pytest.approx(100 * 76 / 101)
+    assert metrics["detections_per_class"] == 2 and metrics["n_cut_per_class"] == 3
     assert metrics["n_detections"] == 6
     # judged: four hits at 0.9 (bin 13) and two misses at 0.01 (bin 0), 15 bins:
     # ECE = 4/6 * |1 - 0.9| + 2/6 * |0 - 0.01| = 0.4/6 + 0.02/6 = 0.07
@@ -240,9 +250,41 @@ def test_evaluate_cli_cuts_to_max_detections(gt_file, tmp_path, tiny_config_file
                            "--out-per-class", str(per_class_path), "--out-reliability", str(reliability_path)],
                           cwd=repo, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "kept the top 3 detections per image, cut 4" in proc.stdout
+    assert "kept the top 3 detections per image for AP, cut 4 of 9" in proc.stdout
     metrics = json.loads(metrics_path.read_text())
     assert metrics["n_detections"] == 9 - 4 and metrics["n_cut"] == 4
     # the two 0.9 detections of image 1 survive the cut: perfect AP still
     assert metrics["segm"]["AP"] == pytest.approx(100.0)
     assert per_class_path.exists() and reliability_path.exists()
+
+
+@pytest.mark.parametrize("evaluator", ["fast", "lvis"])
+def test_ap_fixed_sees_the_detections_the_budget_cuts(gt_file, tmp_path, tiny_config_file, evaluator):
+    # The predictor wrote 7 detections on image 1: 5 false positives of class a at 0.95 and the hits of
+    # a and b at 0.9. AP's budget of 3 per image keeps the false positives only; AP-Fixed (K = 100 per
+    # class, no per-image cap) keeps all.
+    import yaml
+
+    from stages.cli.evaluate import main
+
+    config = yaml.safe_load(tiny_config_file.read_text())
+    config["evaluation"].update(max_detections=3, fixed_max_detections_per_class=100, evaluator=evaluator)
+    config_path = tmp_path / "cut.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    det_path, dets = _cli_detections(gt_file, tmp_path, extra_per_image=5)
+    dets = [{**d, "score": 0.95} if d["score"] == 0.01 else d for d in dets]
+    det_path.write_text(json.dumps(dets))
+    metrics_path, per_class_path, reliability_path = _outputs(tmp_path)
+    main(["--config", str(config_path), "--gt", str(gt_file), "--detections", str(det_path),
+          "--out-metrics", str(metrics_path), "--out-per-class", str(per_class_path),
+          "--out-reliability", str(reliability_path)])
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["n_cut"] == 4 and metrics["n_cut_per_class"] == 0 and metrics["detections_per_class"] == 100
+    for iou_type in ("segm", "bbox"):
+        m = metrics[iou_type]
+        # AP, class a: 3 false positives, then 2 of 3 hits: precision 2/5 up to recall 2/3 (67 points)
+        assert m["APr"] == 0.0 and m["APf"] == pytest.approx(100 * 0.4 * 67 / 101)
+        # AP-Fixed, class a: 5 false positives, then its 3 hits: precision 3/8 at every recall point
+        assert m["APr-Fixed"] == pytest.approx(100.0) and m["APf-Fixed"] == pytest.approx(37.5)
+        # AP-Pool: 5 false positives at 0.95, then the 4 hits at 0.9 (4 gts): 4/9 at every recall point
+        assert m["AP-Pool"] == pytest.approx(100 * 4 / 9)

@@ -84,7 +84,8 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file, tmp_path):
     for model in models:
         metrics = json.loads((run / "eval" / model / "metrics.json").read_text())
         for kind in ("segm", "bbox"):
-            for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"):
+            for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf", "AP-Fixed", "APr-Fixed",
+                        "APc-Fixed", "APf-Fixed", "AP-Pool"):
                 assert key in metrics[kind]
         assert 0.0 <= metrics["ece"] <= 1.0
         detections = json.loads((run / "eval" / model / "detections.json").read_text())
@@ -100,7 +101,7 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file, tmp_path):
                                                     "student_soft - student_labeled_only", "student_soft - student_onehot"}
     finite = intervals.dropna()
     assert len(finite) and (finite["low"] <= finite["high"]).all()
-    assert table[["AP_low", "AP_high", "APr_low", "APr_high"]].notna().all().all()
+    assert table[["AP_low", "AP_high", "APr_low", "APr_high", "AP-Fixed_low", "APr-Fixed_high", "ECE_low"]].notna().all().all()
     timings = pd.read_csv(report / "timings.csv")
     assert {"train_teacher_train85", "train_student_soft_corrected", "bootstrap", "predict_val_teacher"} <= set(timings["job"])
     assert (timings["seconds"] > 0).all()
@@ -139,6 +140,8 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file, tmp_path):
     assert "retrieve" in reseeded  # retrieve declares seed (its IVF training sample)
     other_eps = rerun_jobs({"teacher": {"eps": config["teacher"]["eps"] + 0.05}})
     assert "train_teacher" in other_eps and "similarity" not in other_eps and "retrieve" not in other_eps
+    other_k = rerun_jobs({"evaluation": {"fixed_max_detections_per_class": 7}})  # AP-Fixed's K: evaluation only
+    assert {"evaluate", "bootstrap"} <= other_k and not other_k & {"predict_val", "ccece", "train_student"}
 
 
 def test_config_error_names_the_key(repo, tmp_path):

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from stages.cli import report as report_stage
-from stages.reporting import figures, table1
+from stages.evaluation.bootstrap import METRICS
+from stages.reporting import figures, seeds, table1
 from stages.reporting.figures import sweep_figure, sweep_table
 from tests.conftest import REPO, tiny_config
 
@@ -38,7 +39,9 @@ def _eval_dir(root: Path) -> Path:
         pd.DataFrame({"category_id": [1, 2, 3, 4], "name": list("abcd"), "frequency": ["r", "c", "f", "f"],
                       "ap": [0.1 + k, 0.2, 0.5, np.nan]}).to_csv(out / "per_class_ap.csv", index=False)  # fmt: skip
         segm = {key: 10.0 * (k + 1) for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")}
-        metrics = {"segm": segm, "bbox": segm, "ece": 0.2 - 0.1 * k,
+        segm |= {"AP-Fixed": 11.0 * (k + 1), "APr-Fixed": 12.0 * (k + 1), "APc-Fixed": None, "APf-Fixed": 9.0,
+                 "AP-Pool": 8.0 * (k + 1)}
+        metrics = {"segm": segm, "bbox": segm, "ece": 0.2 - 0.1 * k, "detections_per_class": 151,
                    "ece_per_frequency": {"r": 0.3 - k * 0.1, "c": 0.2, "f": 0.1}}  # fmt: skip
         (out / "metrics.json").write_text(json.dumps(metrics))
     return root / "eval"
@@ -91,9 +94,12 @@ def _report_inputs(tmp_path: Path) -> list[str]:
                   "ccece_se": [0.25, 0.1, 0.05, np.nan], "delta": [0.1, 0.0, -0.1, -0.05]}).to_parquet(
         tmp_path / "ccece.parquet")  # fmt: skip
     rows = [{"what": m, "metric": k, "value": 10.0 * (i + 1), "low": 10.0 * (i + 1) - 2, "high": 10.0 * (i + 1) + 3}
-            for i, m in enumerate(MODELS) for k in ("AP", "APr", "APc", "APf")]
+            for i, m in enumerate(MODELS) for k in METRICS if k != "ECE"]
+    rows += [{"what": m, "metric": "ECE", "value": 0.2 - 0.1 * i, "low": 0.15 - 0.1 * i, "high": 0.25 - 0.1 * i}
+             for i, m in enumerate(MODELS)]
     rows += [{"what": "student_soft_corrected - teacher", "metric": k, "value": 10.0, "low": 4.0 if k == "AP" else -1.0,
-              "high": 15.0} for k in ("AP", "APr", "APc", "APf")]
+              "high": 15.0} for k in METRICS if k != "ECE"]
+    rows.append({"what": "student_soft_corrected - teacher", "metric": "ECE", "value": -0.1, "low": -0.15, "high": -0.02})
     pd.DataFrame(rows).to_csv(tmp_path / "intervals.csv", index=False)
     for job, seconds in (("train_teacher_train85", 135.5), ("split", 1.2)):
         (tmp_path / f"{job}.tsv").write_text("s\th:m:s\tmax_rss\tmax_vms\n"
@@ -114,9 +120,21 @@ def test_report_cli_writes_tables_figures_and_their_data(tmp_path: Path) -> None
     table = pd.read_csv(out / "table1.csv")
     assert list(table["model"]) == MODELS and list(table["paper_AP"]) == [54.0, 56.8]
     assert table["AP_low"].tolist() == [8.0, 18.0] and table["APr_high"].tolist() == [13.0, 23.0]
+    # Dave et al.'s AP-Fixed (and AP-Pool) and the ECE, each with its interval; the paper has no AP-Fixed
+    assert table["AP-Fixed"].tolist() == [11.0, 22.0] and table["APr-Fixed"].tolist() == [12.0, 24.0]
+    assert table["AP-Fixed_low"].tolist() == [8.0, 18.0] and table["APr-Fixed_high"].tolist() == [13.0, 23.0]
+    assert table["AP-Pool"].tolist() == [8.0, 16.0] and table["ECE_low"].tolist() == pytest.approx([0.15, 0.05])
+    assert table["paper_AP-Fixed"].isna().all() and table["paper_APr-Fixed"].isna().all()
     markdown = (out / "table1.md").read_text()
+    header = markdown.splitlines()[1]
+    assert header.startswith("| model | description | AP | APr | APc | APf | AP-Fixed | APr-Fixed | AP-Pool | ECE |")
     assert "| teacher | Supervised + non-unif. smooth. + class corr. | 10.0 [8.0, 13.0] |" in markdown
-    assert "| student_soft_corrected - teacher | +10.0 [+4.0, +15.0] | True | +10.0 [-1.0, +15.0] | False |" in markdown
+    assert "| 11.0 [8.0, 13.0] | 12.0 [8.0, 13.0] | 8.0 [8.0, 13.0] | 0.200 [0.150, 0.250] |" in markdown
+    assert "| 54.0 | 47.0 | - | - | 0.220 |" in markdown  # paper AP, APr, AP-Fixed, APr-Fixed, ECE
+    assert "AP-Fixed: the top 151 detections of each class" in markdown
+    assert ("| student_soft_corrected - teacher | +10.0 [+4.0, +15.0] | True | +10.0 [-1.0, +15.0] | False "
+            "| +10.0 [-1.0, +15.0] | False | +10.0 [-1.0, +15.0] | False | +10.0 [-1.0, +15.0] | False "
+            "| -0.100 [-0.150, -0.020] | False |") in markdown
     assert "| model | ECE | ECE_r | ECE_c | ECE_f | paper_ECE |" in markdown
     assert "| teacher | 0.200 | 0.300 | 0.200 | 0.100 | 0.220 |" in markdown
     timings = pd.read_csv(out / "timings.csv")  # slowest first
@@ -130,6 +148,41 @@ def test_report_cli_writes_tables_figures_and_their_data(tmp_path: Path) -> None
     np.testing.assert_allclose(ccece["low"][:3], [0.4 - 1.96 * 0.25, -1.96 * 0.1, -0.1 - 1.96 * 0.05])
     assert ccece["delta"].tolist() == [0.1, 0.0, -0.1, -0.05]
     assert (out / "fig5_ccece.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_refuses_intervals_or_metrics_without_the_fixed_metrics(tmp_path: Path) -> None:
+    eval_dir = _eval_dir(tmp_path)
+    inputs = _report_inputs(tmp_path)
+    intervals = pd.read_csv(tmp_path / "intervals.csv")
+    old = intervals[~intervals["metric"].isin(["AP-Fixed", "ECE"])]
+    with pytest.raises(ValueError, match=r"intervals.csv: no interval for \['teacher/AP-Fixed'"):
+        table1.check_intervals(old, MODELS, tmp_path / "intervals.csv")
+    metrics = json.loads((eval_dir / "teacher" / "metrics.json").read_text())
+    del metrics["segm"]["AP-Pool"]
+    (eval_dir / "teacher" / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(ValueError, match=r"teacher/metrics.json: metrics.json lacks \['segm.AP-Pool'\]"):
+        table1.load_metrics(eval_dir, MODELS)
+    assert inputs
+
+
+def test_seeds_table_shows_table1s_metrics_and_each_seeds_differences(tmp_path: Path) -> None:
+    runs, interval_files = [], []
+    for seed in (0, 1):
+        eval_dir = _eval_dir(tmp_path / f"s{seed}")
+        runs += [(seed, m, eval_dir / m / "metrics.json") for m in MODELS]
+        _report_inputs(tmp_path)
+        interval_files.append((seed, tmp_path / "intervals.csv"))
+    table = seeds.seed_metrics(runs)
+    assert list(table.columns) == ["seed", "model", *table1.INTERVAL_METRICS]
+    summary = seeds.seed_summary(table)
+    assert summary.set_index("model").loc["teacher", "AP-Fixed"] == "11.0 +- 0.0"
+    assert summary.set_index("model").loc["teacher", "ECE"] == "0.200 +- 0.000"
+    differences = seeds.seed_differences(interval_files)
+    assert set(differences["metric"]) == set(table1.DIFFERENCE_METRICS)
+    markdown = seeds.seeds_markdown(table, differences)
+    assert "| seed | comparison | dAP | dAPr | dAP-Fixed | dAPr-Fixed | dAP-Pool | dECE |" in markdown
+    assert ("| 1 | student_soft_corrected - teacher | +10.0 [+4.0, +15.0] | +10.0 [-1.0, +15.0] | +10.0 [-1.0, +15.0] "
+            "| +10.0 [-1.0, +15.0] | +10.0 [-1.0, +15.0] | -0.100 [-0.150, -0.020] |") in markdown
 
 
 def test_ccece_figure_draws_the_interval_and_the_shrunk_value() -> None:
