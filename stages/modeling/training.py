@@ -281,8 +281,8 @@ def metric_writers(checkpoint_dir: Path, max_iter: int) -> list[hooks.HookBase]:
     ``tensorboard --logdir <checkpoint_dir>`` follows a run live."""
     if not comm.is_main_process():
         return []
-    writers = [CommonMetricPrinter(max_iter), JSONWriter(str(checkpoint_dir / "metrics.json")),
-               TensorboardXWriter(str(checkpoint_dir))]
+    writers = [CommonMetricPrinter(max_iter), JSONWriter(str(checkpoint_dir / "metrics.json"), window_size=WRITE_PERIOD),
+               TensorboardXWriter(str(checkpoint_dir), window_size=WRITE_PERIOD)]
     return [hooks.PeriodicWriter(writers, period=WRITE_PERIOD)]
 
 

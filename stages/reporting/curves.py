@@ -2,8 +2,10 @@
 the teacher and each student, from detectron2's event storage as the trainer writes it
 (``metrics.json`` in each checkpoint directory, stages.modeling.training.metric_writers: one JSON
 object per line every WRITE_PERIOD iterations and at the last; losses are medians over the last
-WRITE_PERIOD iterations). A resumed run appends to the file; where an iteration appears twice, the
-later line (the resumed run's) counts.
+WRITE_PERIOD iterations). A line holds the scalars last put at its iteration, so a scalar not put
+at every step (a loss term without foreground samples) may sit on a line of an earlier iteration. A
+resumed run appends to the file; where a scalar appears twice for one iteration, the later line (the
+resumed run's) counts.
 
 The figure's data (CURVE_COLUMNS, one row per model, iteration and metric) is written beside the PNG.
 """
@@ -40,7 +42,7 @@ def read_training_metrics(path: Path | str) -> pd.DataFrame:
     if not path.exists():
         raise ArtifactError(f"{path}: no training metrics (detectron2's metrics.json is written by the trainer "
                             "into the checkpoint directory)")
-    latest: dict[int, dict[str, float]] = {}
+    latest: dict[tuple[int, str], float] = {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -54,8 +56,9 @@ def read_training_metrics(path: Path | str) -> pd.DataFrame:
         bad = [k for k, v in values.items() if not isinstance(v, (int, float)) or not math.isfinite(v)]
         if bad:
             raise ArtifactError(f"{path}, line {number} (iteration {record['iteration']}): {bad} not finite numbers")
-        latest[record["iteration"]] = values  # a resumed run's line replaces the killed run's
-    rows = [(it, k, float(v)) for it in sorted(latest) for k, v in sorted(latest[it].items())]
+        for metric, value in values.items():  # a resumed run's value replaces the killed run's
+            latest[(record["iteration"], metric)] = float(value)
+    rows = [(it, metric, latest[(it, metric)]) for it, metric in sorted(latest)]
     return pd.DataFrame(rows, columns=["iteration", "metric", "value"])
 
 

@@ -11,10 +11,12 @@ Rule (fixed, config ``figures``, seeded with ``seed``):
   ``student.ignore_threshold`` is set), **dropped** (grey boxes: below the threshold or suppressed by
   NMS; of those, the ``detections_shown`` highest scoring at least ``display_score`` are drawn).
 * Boxes: ``pseudo_label_boxes`` kept pseudo-labels, taking the images in turn and each image's in
-  decreasing teacher score (all drawn detections when nothing is kept). For each, the top-5 classes of
-  every pseudo-labelling variant's target, side by side, computed by the registry of
-  stages.core.pseudo_labels (:func:`pseudo_label_targets`) with the config's lambda, loss, selection
-  and correction scope; the Delta of every class shown is written beside it.
+  decreasing teacher score (an image without kept pseudo-labels offers its drawn detections). For
+  each, the top-5 classes of every pseudo-labelling variant's target, side by side, computed by the
+  registry of stages.core.pseudo_labels (:func:`pseudo_label_targets`) with the config's lambda,
+  loss, selection and correction scope; the Delta of every class shown is written beside it. (With
+  ``student.use_tuned`` the students train with the tuning grid's choice; the gallery shows the
+  config's own values.)
 
 The figure's data is a JSON object (PSEUDO_LABEL_KEYS) written beside the PNG.
 """

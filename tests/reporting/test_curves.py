@@ -27,7 +27,9 @@ TEACHER = [{"iteration": 19, "total_loss": 3.0, "loss_cls": 2.0, "loss_mask": 1.
            {"iteration": 39, "total_loss": 2.0, "loss_cls": 1.2, "loss_mask": 0.8, "lr": 0.002, "data_time": 0.01},
            # killed after iteration 39's checkpoint at 30: the resumed run writes 39 again, then 59
            {"iteration": 39, "total_loss": 1.9, "loss_cls": 1.1, "loss_mask": 0.8, "lr": 0.002},
-           {"iteration": 59, "total_loss": 1.5, "loss_cls": 0.9, "loss_mask": 0.6, "lr": 0.002}]  # fmt: skip
+           {"iteration": 59, "total_loss": 1.5, "loss_cls": 0.9, "lr": 0.002},
+           # a scalar last put at an earlier step comes on a line of its own (JSONWriter groups by iteration)
+           {"iteration": 58, "loss_mask": 0.6, "mask_rcnn/accuracy": 0.5}]  # fmt: skip
 
 
 def test_metrics_keep_losses_and_lr_and_the_resumed_runs_lines(tmp_path: Path) -> None:
@@ -35,6 +37,9 @@ def test_metrics_keep_losses_and_lr_and_the_resumed_runs_lines(tmp_path: Path) -
     assert sorted(set(table["metric"])) == ["loss_cls", "loss_mask", "lr", "total_loss"]  # no timings
     total = table[table["metric"] == "total_loss"]
     assert total["iteration"].tolist() == [19, 39, 59] and total["value"].tolist() == [3.0, 1.9, 1.5]
+    mask = table[table["metric"] == "loss_mask"]
+    assert mask["iteration"].tolist() == [19, 39, 58] and mask["value"].tolist() == [1.0, 0.8, 0.6]
+    assert table["iteration"].is_monotonic_increasing
 
 
 def test_table_columns_and_one_panel_per_model(tmp_path: Path) -> None:
@@ -52,6 +57,7 @@ def test_table_columns_and_one_panel_per_model(tmp_path: Path) -> None:
     assert [ax.get_title() for ax in panels] == ["teacher", "student_soft"]
     lines = {line.get_label(): line.get_xydata() for line in panels[0].get_lines()}
     np.testing.assert_allclose(lines["total_loss"], [[19, 3.0], [39, 1.9], [59, 1.5]])
+    np.testing.assert_allclose(lines["loss_mask"], [[19, 1.0], [39, 0.8], [58, 0.6]])
     assert set(lines) == {"total_loss", "loss_cls", "loss_mask"}
     lr = [line for ax in fig.axes for line in ax.get_lines() if line.get_label() == "lr"]
     np.testing.assert_allclose(lr[0].get_xydata(), [[19, 0.001], [39, 0.002], [59, 0.002]])
