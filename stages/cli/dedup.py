@@ -3,7 +3,7 @@ The algorithm and its outputs are described in stages.retrieval.dedup.
 
 CLI: python -m stages.cli.dedup --config CFG --neighbours N.parquet --pool-json pool.json --pool-npy pool.npy \
      --pool-index pool.parquet --labeled-npy A.npy --labeled-index A.parquet [--labeled-npy B.npy ...] \
-     --out unlabeled.json --out-counts dedup_counts.json
+     --out unlabeled.json --out-counts dedup_counts.json --out-decisions dedup_decisions.parquet
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pandas as pd
 from stages.data.lvis import load_lvis
 from stages.retrieval.dedup import dedup
 from stages.retrieval.encoders import check_same_encoder, load_embeddings
-from stages.utils.atomic import write_json
+from stages.utils.atomic import write_json, write_parquet
 from stages.utils.config import load_stage_config
 
 CONFIG_KEYS = ("dedup",)
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--labeled-index", action="append", default=[], help="repeatable; pairs with --labeled-npy")
     parser.add_argument("--out", required=True)
     parser.add_argument("--out-counts", required=True)
+    parser.add_argument("--out-decisions", required=True, help="per retrieved image: kept, or removed and why")
     args = parser.parse_args(argv)
     if len(args.labeled_npy) != len(args.labeled_index):
         parser.error("--labeled-npy and --labeled-index must be given the same number of times")
@@ -43,9 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     pool = load_embeddings(args.pool_npy, args.pool_index, ("image_id", "sha1"))
     labeled = [load_embeddings(n, i, ("image_id", "sha1")) for n, i in zip(args.labeled_npy, args.labeled_index)]
     check_same_encoder(pool, *labeled)
-    unlabeled, counts = dedup(neighbours, pool_data, pool, labeled, config["dedup"]["near_duplicate_cosine"])
+    unlabeled, counts, decisions = dedup(neighbours, pool_data, pool, labeled, config["dedup"]["near_duplicate_cosine"])
     write_json(unlabeled, args.out)
     write_json(counts, args.out_counts, indent=1)
+    write_parquet(decisions, args.out_decisions)
     print(f"dedup: {counts}")
 
 

@@ -1,11 +1,13 @@
-"""Rule report: the paper's Table 1, Fig. 3 and Fig. 4 from a run's evaluation outputs
+"""Rule report: the paper's Table 1, Figs. 1, 3 and 4 from a run's evaluation outputs
 (stages.reporting).
 
 Writes table1.md / table1.csv (segm AP, APr, APc, APf, AP-Fixed, APr-Fixed, AP-Pool, ECE, bbox AP
 per model, the paper's numbers beside them; table1.md also holds the calibration table: ECE overall
-and per frequency group), fig3_reliability.png (reliability diagrams, teacher vs student, with ECE) and
+and per frequency group), fig1_ap_apr.png (AP and APr of every Table 1 row with its interval, the
+paper's beside), fig3_reliability.png (reliability diagrams, teacher vs student, with ECE),
 fig4_per_class_ap.png (per-class AP against training instance count, r/c/f coloured) and
-fig5_ccece.png (per-class CCECE with its interval and the Delta the student uses). Each figure's
+figS1_ccece.png (not in the paper: per-class CCECE with its interval and the Delta the student
+uses; the paper's Fig. 5 is the qualitative one, rule fig5). Each figure's
 plotted data is written beside it as CSV. With the bootstrap's intervals, Table 1 shows each
 metric's interval and the differences between rows with theirs; with the jobs' benchmark files,
 timings.csv and table1.md list every job's wall time and peak memory.
@@ -27,6 +29,8 @@ from stages.data.artifacts import read_ccece
 from stages.reporting.figures import (
     ccece_data,
     ccece_figure,
+    fig1_data,
+    fig1_figure,
     per_class_data,
     per_class_figure,
     reliability_data,
@@ -41,7 +45,7 @@ CONFIG_KEYS = ("run", "dataset.source", "evaluation.ece_bins")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Table 1, Fig. 3, Fig. 4 and Fig. 5 of the paper for one run")
+    parser = argparse.ArgumentParser(description="Table 1, Figs. 1, 3 and 4 of the paper (and Fig. S1, CCECE) for one run")
     parser.add_argument("--config", required=True)
     parser.add_argument("--eval-dir", required=True, type=Path)
     parser.add_argument("--models", required=True, nargs="+")
@@ -67,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
         json.loads(args.holdout_ece.read_text())["ece"] if args.holdout_ece else None,
         json.loads(args.dedup.read_text()) if args.dedup else None, timings)
     write_text(text, out / "table1.md")
+    fig1 = fig1_data(frame)
+    write_csv(fig1, out / "fig1_ap_apr.csv")
+    write_figure(fig1_figure(fig1), out / "fig1_ap_apr.png")
     shown = [m for m in ("teacher", "student_soft_corrected") if m in args.models] or args.models[:2]
     reliability = reliability_data(args.eval_dir, {m: metrics_of[m] for m in shown})
     write_csv(reliability, out / "fig3_reliability.csv")
@@ -75,8 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     write_csv(per_class, out / "fig4_per_class_ap.csv")
     write_figure(per_class_figure(per_class), out / "fig4_per_class_ap.png")
     ccece = ccece_data(read_ccece(args.ccece, pd.read_parquet(args.categories)["category_id"].tolist()))
-    write_csv(ccece, out / "fig5_ccece.csv")
-    write_figure(ccece_figure(ccece), out / "fig5_ccece.png")
+    write_csv(ccece, out / "figS1_ccece.csv")
+    write_figure(ccece_figure(ccece), out / "figS1_ccece.png")
     print(text)
     print(f"report -> {out}")
 

@@ -105,3 +105,35 @@ def read_ccece(path: Path | str, category_ids: list[int]) -> pd.DataFrame:
 def read_delta(path: Path | str, categories: list[dict[str, Any]]) -> np.ndarray:
     """The Delta vector of eq. (5) (the ``delta`` column), float32 in category order."""
     return read_ccece(path, [c["id"] for c in categories])["delta"].to_numpy(dtype=np.float32)
+
+
+DEDUP_DECISIONS = ("kept", "labeled_duplicate", "exact_duplicate", "near_duplicate")
+DEDUP_DECISION_COLUMNS = ("image_id", "decision", "duplicate_of", "duplicate_of_set", "duplicate_of_file", "cosine")
+
+
+def read_dedup_decisions(path: Path | str, unlabeled_ids: list[int] | None = None) -> pd.DataFrame:
+    """dedup_decisions.parquet (stages.retrieval.dedup): DEDUP_DECISION_COLUMNS, one row per retrieved
+    pool image (distinct ``image_id``), ``decision`` one of DEDUP_DECISIONS, ``duplicate_of`` -1 exactly
+    when kept, ``cosine`` in [-1, 1] (up to rounding) wherever ``duplicate_of`` names an image. With
+    ``unlabeled_ids`` (unlabeled.json's images), the kept images are exactly those."""
+    frame = pd.read_parquet(path)
+    missing = [c for c in DEDUP_DECISION_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ArtifactError(f"{path}: missing columns {missing}")
+    if frame["image_id"].duplicated().any():
+        raise ArtifactError(f"{path}: more than one row for images "
+                            f"{frame.loc[frame['image_id'].duplicated(), 'image_id'].tolist()[:10]}")
+    unknown = sorted(set(frame["decision"]) - set(DEDUP_DECISIONS))
+    if unknown:
+        raise ArtifactError(f"{path}: decision must be one of {list(DEDUP_DECISIONS)}, found {unknown[:10]}")
+    kept = frame["decision"] == "kept"
+    named = frame["duplicate_of"] >= 0
+    if (kept & named).any():
+        raise ArtifactError(f"{path}: kept images name no duplicate_of; images {frame.loc[kept & named, 'image_id'].tolist()[:10]}")
+    cosine = frame.loc[named, "cosine"].to_numpy(dtype=np.float64)
+    if not (np.isfinite(cosine).all() and (np.abs(cosine) <= 1 + 1e-4).all()):
+        raise ArtifactError(f"{path}: cosine must be finite in [-1, 1] wherever duplicate_of names an image")
+    if unlabeled_ids is not None and set(frame.loc[kept, "image_id"]) != set(unlabeled_ids):
+        extra = sorted(set(frame.loc[kept, "image_id"]) ^ set(unlabeled_ids))
+        raise ArtifactError(f"{path}: the kept images are not unlabeled.json's images (differ in {extra[:10]})")
+    return frame

@@ -42,17 +42,17 @@ from stages.utils.device import configure_torch
 from stages.utils.weights import load_checkpoint_state
 
 
-def select_pseudo_labels(detections: Instances, delta: torch.Tensor, lam: float, variant: str, loss: str,
-                         threshold: float, select_on: str = "teacher_score", ignore_threshold: float | None = None,
-                         nms_threshold: float = 0.5, scope: str = "all_classes") -> Instances:
-    """Teacher detections (with ``class_scores`` and ``pred_masks``) -> student targets.
+def pseudo_label_selection(detections: Instances, delta: torch.Tensor, lam: float, variant: str, loss: str,
+                           threshold: float, select_on: str = "teacher_score", ignore_threshold: float | None = None,
+                           nms_threshold: float = 0.5, scope: str = "all_classes",
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which of N teacher detections become pseudo-labels: (kept indices, ignore-band indices, the
+    variant's targets (N, C), the selection scores (N,)); every other detection is dropped.
 
     Kept: detections whose selection score (stages.core.pseudo_labels) exceeds ``threshold``, after
     class-agnostic NMS (per-class NMS can leave one object under several classes, and the soft vector
     already says how the mass is shared among them). With ``ignore_threshold``, the detections scoring
-    between it and ``threshold`` that survive the same NMS become ignore regions (``gt_classes`` -1):
-    the proposals on them are left out of the classification loss -- neither object nor background,
-    since the teacher was not sure either way.
+    between it and ``threshold`` that survive the same NMS form the ignore band.
     """
     targets, scores = pseudo_label_targets(detections.class_scores, detections.pred_classes, delta, lam, variant, loss,
                                            select_on, scope)
@@ -61,8 +61,20 @@ def select_pseudo_labels(detections: Instances, delta: torch.Tensor, lam: float,
     if candidates.numel():
         boxes = detections.pred_boxes.tensor[candidates]
         candidates = candidates[batched_nms(boxes, scores[candidates], torch.zeros_like(candidates), nms_threshold)]
-    keep = candidates[scores[candidates] > threshold]
-    band = candidates[scores[candidates] <= threshold]
+    return candidates[scores[candidates] > threshold], candidates[scores[candidates] <= threshold], targets, scores
+
+
+def select_pseudo_labels(detections: Instances, delta: torch.Tensor, lam: float, variant: str, loss: str,
+                         threshold: float, select_on: str = "teacher_score", ignore_threshold: float | None = None,
+                         nms_threshold: float = 0.5, scope: str = "all_classes") -> Instances:
+    """Teacher detections (with ``class_scores`` and ``pred_masks``) -> student targets.
+
+    The kept detections of :func:`pseudo_label_selection` with their targets, then its ignore band
+    as ignore regions (``gt_classes`` -1): the proposals on them are left out of the classification
+    loss -- neither object nor background, since the teacher was not sure either way.
+    """
+    keep, band, targets, scores = pseudo_label_selection(detections, delta, lam, variant, loss, threshold, select_on,
+                                                         ignore_threshold, nms_threshold, scope)
     out = Instances(detections.image_size)
     order = torch.cat([keep, band])
     out.gt_boxes = Boxes(detections.pred_boxes.tensor[order])

@@ -27,7 +27,7 @@ from detectron2.engine.train_loop import SimpleTrainer
 from detectron2.solver import build_lr_scheduler
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping, reduce_param_groups
 from detectron2.utils import comm
-from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
 from stages.utils.atomic import atomic_path, lock_exclusively, prepare_signed_dir, release_lock
@@ -269,6 +269,23 @@ class SeededTrainer(SimpleTrainer):
         self.optimizer.step()
 
 
+WRITE_PERIOD = 20  # iterations between progress lines / metrics.json rows / TensorBoard points
+
+
+def metric_writers(checkpoint_dir: Path, max_iter: int) -> list[hooks.HookBase]:
+    """The main process's event writers (detectron2's convention): progress lines in the log, the
+    event storage's scalars -- ``total_loss``, every loss term, ``lr``, timings, the student's
+    pseudo-label counts -- as ``metrics.json`` (one JSON object per line; a resumed run appends) and as
+    TensorBoard event files, both in ``checkpoint_dir``, every WRITE_PERIOD iterations and at the
+    last. Losses are medians over the last WRITE_PERIOD iterations (the storage's smoothing hint).
+    ``tensorboard --logdir <checkpoint_dir>`` follows a run live."""
+    if not comm.is_main_process():
+        return []
+    writers = [CommonMetricPrinter(max_iter), JSONWriter(str(checkpoint_dir / "metrics.json"), window_size=WRITE_PERIOD),
+               TensorboardXWriter(str(checkpoint_dir), window_size=WRITE_PERIOD)]
+    return [hooks.PeriodicWriter(writers, period=WRITE_PERIOD)]
+
+
 def train(model: torch.nn.Module, cfg, dataset: torch.utils.data.Dataset | Callable[[int], torch.utils.data.Dataset],
           checkpoint_dir: Path, final_path: Path, seed: int, workers: int,
           loss_factory: Callable[[torch.nn.Module], Callable[[Any], dict[str, torch.Tensor]]] | None = None,
@@ -302,8 +319,7 @@ def train(model: torch.nn.Module, cfg, dataset: torch.utils.data.Dataset | Calla
         # checkpoint holds the state after the whole step.
         *(extra_hooks or []),
         hooks.PeriodicCheckpointer(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, max_iter=max_iter),
-        hooks.PeriodicWriter([CommonMetricPrinter(max_iter), JSONWriter(str(checkpoint_dir / "metrics.json"))],
-                             period=20),
+        *metric_writers(checkpoint_dir, max_iter),
     ])
     if start_iter < max_iter:
         trainer.train(start_iter, max_iter)

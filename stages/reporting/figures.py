@@ -1,13 +1,19 @@
 """The paper's figures as matplotlib figures, each with the table it plots (written beside the PNG).
 
+* Fig. 1: AP and APr of every Table 1 row with its interval, the paper's values beside.
 * Fig. 2: teacher AP and APr against the labeled fraction, one line per smoothing kind.
 * Fig. 3: reliability diagrams (teacher vs student), with ECE.
 * Fig. 4: per-class AP against the training instance count, r/c/f coloured.
+* Fig. S1 (not in the paper): per-class CCECE with its interval and the Delta the student uses.
+
+Fig. 5 (qualitative examples) is stages.reporting.examples.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +23,51 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 FREQUENCY_COLOURS = {"r": "tab:red", "c": "tab:orange", "f": "tab:green"}
+
+# Fig. 1's data: one row per Table 1 row and metric (values on the LVIS 0-100 scale; low / high NaN
+# without the bootstrap, paper NaN where the paper has no such row).
+FIG1_COLUMNS = ("model", "description", "metric", "value", "low", "high", "paper")
+FIG1_METRICS = {"AP": "tab:green", "APr": "gold"}  # the paper's colours: all classes green, rare yellow
+
+
+def fig1_data(table: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 1's data (FIG1_COLUMNS) from Table 1 as :func:`stages.reporting.table1.table1` makes it,
+    in its row order: each row's AP and APr, their interval, and the paper's value."""
+    rows = []
+    for metric in FIG1_METRICS:
+        for row in table.to_dict("records"):
+            rows.append({"model": row["model"], "description": row["description"], "metric": metric,
+                         "value": row[metric], "low": row.get(f"{metric}_low", math.nan),
+                         "high": row.get(f"{metric}_high", math.nan), "paper": row[f"paper_{metric}"]})
+    order = {m: k for k, m in enumerate(table["model"])}
+    data = pd.DataFrame(rows, columns=list(FIG1_COLUMNS))
+    return data.sort_values(["model", "metric"], key=lambda c: c.map(order) if c.name == "model" else c,
+                            ignore_index=True)
+
+
+def fig1_figure(data: pd.DataFrame) -> plt.Figure:
+    """Per Table 1 row: AP (green) and APr (yellow) bars with their 95% intervals, and beside each the
+    paper's LVIS v1 value as a hatched outline (absent where the paper has no such row)."""
+    models = list(dict.fromkeys(data["model"]))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.7 * len(models)), 4.2))
+    width = 0.2
+    for j, (metric, colour) in enumerate(FIG1_METRICS.items()):
+        part = data[data["metric"] == metric].set_index("model").reindex(models)
+        x = [k + (2 * j - 1.5) * width for k in range(len(models))]
+        low = (part["value"] - part["low"]).clip(lower=0).fillna(0)
+        high = (part["high"] - part["value"]).clip(lower=0).fillna(0)
+        ax.bar(x, part["value"], width, color=colour, edgecolor="black", linewidth=0.5, label=f"{metric} (this run)",
+               yerr=[low, high], capsize=3, error_kw={"linewidth": 0.8})
+        has_paper = part["paper"].notna().to_numpy()
+        ax.bar([v + width for v, h in zip(x, has_paper) if h], part["paper"][has_paper], width, facecolor="none",
+               edgecolor=colour, hatch="//", linewidth=1.0, label=f"{metric} (paper, LVIS v1)")
+    labels = [textwrap.fill(str(d), 22) for d in data.drop_duplicates("model").set_index("model").loc[models, "description"]]
+    ax.set_xticks(range(len(models)), labels, fontsize=7)
+    ax.set(ylabel="mask AP", ylim=(0, 100), title="Fig. 1: AP and APr of every Table 1 row (95% intervals)")
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def reliability_data(eval_dir: Path, metrics_of: dict[str, dict]) -> pd.DataFrame:
@@ -100,7 +151,7 @@ def sweep_figure(table: pd.DataFrame) -> plt.Figure:
 
 
 def ccece_data(ccece: pd.DataFrame, level_z: float = 1.96) -> pd.DataFrame:
-    """Fig. 5's data: per class, CCECE with its interval (+- z standard errors), the Delta the student
+    """Fig. S1's data: per class, CCECE with its interval (+- z standard errors), the Delta the student
     uses (shrunk toward the frequency group), and how many detections were judged."""
     data = ccece[["category_id", "name", "frequency", "n_detections", "ccece", "ccece_se", "delta"]].copy()
     data["low"] = data["ccece"] - level_z * data["ccece_se"]
@@ -125,7 +176,7 @@ def ccece_figure(data: pd.DataFrame) -> plt.Figure:
     ax.plot([], [], "D", color="black", ms=3, label="Delta (shrunk)")
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xticks(list(x), data["name"], rotation=90, fontsize=6)
-    ax.set(ylabel="accuracy - confidence", ylim=(-1, 1), title="CCECE per class (teacher on holdout15)")
+    ax.set(ylabel="accuracy - confidence", ylim=(-1, 1), title="Fig. S1: CCECE per class (teacher on holdout15)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig

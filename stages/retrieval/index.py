@@ -190,6 +190,9 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
+NEIGHBOUR_COLUMNS = ("query_row", "annotation_id", "category_id", "rank", "pool_row", "pool_image_id", "score")
+
+
 def neighbours_table(
     scores: np.ndarray, ids: np.ndarray, query_index: pd.DataFrame, pool_index: pd.DataFrame
 ) -> pd.DataFrame:

@@ -155,3 +155,33 @@ def test_a_saved_checkpoint_has_the_same_bytes_for_the_same_tensors(tmp_path):
     loaded = torch.load(paths[0], weights_only=True)
     assert torch.equal(loaded["model"]["w"], data["model"]["w"]) and loaded["iteration"] == 5
     assert list((tmp_path / "a").iterdir()) == [paths[0]]  # no temporary file left behind
+
+
+def test_event_storage_goes_to_metrics_json_and_tensorboard(tmp_path: Path) -> None:
+    """The trainer's writers: every WRITE_PERIOD iterations, the storage's losses and lr as one line of
+    metrics.json and as TensorBoard scalars (read back with TensorBoard's own reader)."""
+    from detectron2.utils.events import EventStorage
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from stages.modeling.training import WRITE_PERIOD, metric_writers
+
+    [hook] = metric_writers(tmp_path, max_iter=2 * WRITE_PERIOD)
+    with EventStorage(0) as storage:
+        for it in range(2 * WRITE_PERIOD):
+            storage.iter = it
+            storage.put_scalar("total_loss", 10.0 - it)  # smoothing hint: median of the last 20
+            storage.put_scalar("lr", 0.01, smoothing_hint=False)
+            if (it + 1) % WRITE_PERIOD == 0:
+                for writer in hook._writers:
+                    writer.write()
+        for writer in hook._writers:
+            writer.close()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.json").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == [WRITE_PERIOD - 1, 2 * WRITE_PERIOD - 1]
+    assert lines[0]["total_loss"] == pytest.approx(float(np.median(10.0 - np.arange(WRITE_PERIOD))))
+    [events] = list(tmp_path.glob("events.out.tfevents.*"))
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    assert {"total_loss", "lr"} <= set(accumulator.Tags()["scalars"])
+    assert [e.step for e in accumulator.Scalars("total_loss")] == [x["iteration"] for x in lines]
+    assert [e.value for e in accumulator.Scalars("total_loss")] == pytest.approx([x["total_loss"] for x in lines])

@@ -29,14 +29,37 @@ def _run_dir(config_file: Path) -> Path:
     return Path(config["results_dir"]) / config["run"]
 
 
-@pytest.mark.slow
-def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """`snakemake all` on the tiny config, then its report (run/report.html): the config file."""
+    from tests.conftest import REPO, tiny_config
+
+    tiny_config_file = tmp_path_factory.mktemp("e2e") / "tiny.yaml"
+    tiny_config_file.write_text(yaml.safe_dump(tiny_config(tiny_config_file.parent / "results")))
     proc = subprocess.run([*SNAKEMAKE, "all", "--cores", "2", "--configfile", str(tiny_config_file)],
-                          cwd=repo, capture_output=True, text=True, timeout=1800)
+                          cwd=REPO, capture_output=True, text=True, timeout=1800)
     run = _run_dir(tiny_config_file)
     if proc.returncode != 0:
         logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((run / "logs").glob("*.log")))
         pytest.fail(f"snakemake failed:\n{proc.stderr[-5000:]}\n{logs}")
+    # The Snakemake report gathers the tables and figures.
+    subprocess.run([*SNAKEMAKE, "all", "--cores", "1", "--configfile", str(tiny_config_file), "--report",
+                    str(run / "report.html")], cwd=REPO, check=True, capture_output=True)
+    return tiny_config_file
+
+
+# The pictures of the report (workflow/rules/report.smk): file -> its data file and report category.
+PICTURES = {"fig1_ap_apr.png": ("fig1_ap_apr.csv", "Fig. 1: AP and APr"),
+            "fig5_examples.png": ("fig5_examples.csv", "Fig. 5: qualitative examples"),
+            "retrieval_gallery.png": ("retrieval_gallery.csv", "Retrieval gallery"),
+            "pseudo_label_gallery.png": ("pseudo_label_gallery.json", "Pseudo-label gallery"),
+            "training_curves.png": ("training_curves.csv", "Training curves")}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_whole_dag_on_tiny_minilvis(repo, tiny_run, tmp_path):
+    tiny_config_file = tiny_run
+    run = _run_dir(tiny_config_file)
 
     categories = pd.read_parquet(run / "prototypes" / "categories.parquet")
     assert list(categories.columns[:5]) == ["index", "category_id", "name", "frequency", "instance_count"]
@@ -105,7 +128,41 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file, tmp_path):
     timings = pd.read_csv(report / "timings.csv")
     assert {"train_teacher_train85", "train_student_soft_corrected", "bootstrap", "predict_val_teacher"} <= set(timings["job"])
     assert (timings["seconds"] > 0).all()
-    assert (report / "fig5_ccece.png").read_bytes()[:4] == b"\x89PNG"
+    assert (report / "figS1_ccece.png").read_bytes()[:4] == b"\x89PNG"
+    # the pictures: each PNG with its data file of documented columns (class names and counts not assumed)
+    from stages.reporting.curves import CURVE_COLUMNS
+    from stages.reporting.examples import FIG5_COLUMNS
+    from stages.reporting.figures import FIG1_COLUMNS
+    from stages.reporting.pseudo_label_gallery import PSEUDO_LABEL_KEYS
+    from stages.reporting.retrieval_gallery import RETRIEVAL_COLUMNS
+
+    for png, (data, _) in PICTURES.items():
+        assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert (report / data).stat().st_size > 0, data
+    fig1 = pd.read_csv(report / "fig1_ap_apr.csv")
+    assert list(fig1.columns) == list(FIG1_COLUMNS) and list(dict.fromkeys(fig1["model"])) == models
+    assert list(pd.read_csv(report / "fig5_examples.csv").columns) == list(FIG5_COLUMNS)
+    retrieval = pd.read_csv(report / "retrieval_gallery.csv")
+    assert list(retrieval.columns) == list(RETRIEVAL_COLUMNS) and (retrieval["panel"] == "query").any()
+    assert tuple(json.loads((report / "pseudo_label_gallery.json").read_text())) == PSEUDO_LABEL_KEYS
+    curves = pd.read_csv(report / "training_curves.csv")
+    assert list(curves.columns) == list(CURVE_COLUMNS) and list(dict.fromkeys(curves["model"])) == models
+    assert {"total_loss", "lr"} <= set(curves["metric"])
+    # every training run's checkpoint directory holds TensorBoard's event files with metrics.json's steps
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from stages.data.artifacts import read_dedup_decisions
+
+    for checkpoints in [run / "teacher" / "train85" / "checkpoints",
+                        *[run / "student" / m.removeprefix("student_") / "checkpoints" for m in models[1:]]]:
+        events = EventAccumulator(str(checkpoints))
+        events.Reload()
+        steps = [e.step for e in events.Scalars("total_loss")]
+        lines = [json.loads(x) for x in (checkpoints / "metrics.json").read_text().splitlines()]
+        assert steps and steps == [x["iteration"] for x in lines if "total_loss" in x], checkpoints
+    decisions = read_dedup_decisions(run / "retrieval" / "dedup_decisions.parquet", [i["id"] for i in unlabeled["images"]])
+    planted = {int(i) for i, t in truth.items() if (t["duplicate_of"] or {}).get("kind") == "val_copy"}
+    assert set(decisions.loc[decisions["image_id"].isin(planted), "decision"]) <= {"labeled_duplicate", "near_duplicate"}
     for png in ("fig3_reliability.png", "fig4_per_class_ap.png"):
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert set(pd.read_csv(report / png.replace(".png", ".csv"))["model"]) == {"teacher", "student_soft_corrected"}
@@ -113,10 +170,8 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file, tmp_path):
     assert pool_report["embedded"] == pool_report["images"] and pool_report["skipped"] == 0
     assert not (run / "retrieval" / "shards_pool").exists()  # removed once the embeddings are written
 
-    # The Snakemake report gathers the tables and figures.
+    # The Snakemake report gathers the tables and figures (tiny_run made it).
     html = run / "report.html"
-    subprocess.run([*SNAKEMAKE, "all", "--cores", "1", "--configfile", str(tiny_config_file), "--report", str(html)],
-                   cwd=repo, check=True, capture_output=True)
     assert html.stat().st_size > 10_000
 
     # Nothing half-written is left behind.
@@ -142,6 +197,32 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file, tmp_path):
     assert "train_teacher" in other_eps and "similarity" not in other_eps and "retrieve" not in other_eps
     other_k = rerun_jobs({"evaluation": {"fixed_max_detections_per_class": 7}})  # AP-Fixed's K: evaluation only
     assert {"evaluate", "bootstrap"} <= other_k and not other_k & {"predict_val", "ccece", "train_student"}
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    """The tiny run's report.html in Debian's headless Chromium: the report's own app renders, and every
+    figure is embedded under its category and decodes in the browser."""
+    from tests.browser import BrowserUnavailable, ensure_chromium, report_in_browser
+
+    try:
+        chromium = ensure_chromium()
+    except BrowserUnavailable as exc:
+        pytest.skip(str(exc))
+    run = _run_dir(tiny_run)
+    found = report_in_browser(run / "report.html", tmp_path, chromium)
+    assert "Snakemake" in found["app"] and "Report" in found["app"]
+    by_name = {f["name"]: f for f in found["files"].values()}
+    shown = ["fig3_reliability.png", "fig4_per_class_ap.png", "figS1_ccece.png", *PICTURES]
+    for png in shown:
+        assert png in by_name, f"{png} is not embedded in the report"
+        assert by_name[png]["mime"] == "data:image/png" and by_name[png]["width"], f"{png} does not load"
+    for png, (data, category) in PICTURES.items():
+        assert category in found["app"], category  # the report's navigation lists the category
+        assert {Path(p).name for p in found["categories"][category]["Other"]} == {png, data}
+        assert by_name[data]["mime"].startswith("data:")
+    undecoded = [f["name"] for f in found["files"].values() if f["mime"] == "data:image/png" and not f["width"]]
+    assert not undecoded
 
 
 def test_config_error_names_the_key(repo, tmp_path):

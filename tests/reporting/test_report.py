@@ -143,11 +143,41 @@ def test_report_cli_writes_tables_figures_and_their_data(tmp_path: Path) -> None
     for name in ("fig3_reliability", "fig4_per_class_ap"):
         assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert set(pd.read_csv(out / f"{name}.csv")["model"]) == set(MODELS)
-    ccece = pd.read_csv(out / "fig5_ccece.csv")  # r, c, f, then by CCECE
+    ccece = pd.read_csv(out / "figS1_ccece.csv")  # r, c, f, then by CCECE
     assert ccece["name"].tolist() == ["a", "b", "c", "d"]
     np.testing.assert_allclose(ccece["low"][:3], [0.4 - 1.96 * 0.25, -1.96 * 0.1, -0.1 - 1.96 * 0.05])
     assert ccece["delta"].tolist() == [0.1, 0.0, -0.1, -0.05]
-    assert (out / "fig5_ccece.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "figS1_ccece.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "fig5_ccece.png").exists()  # the paper's Fig. 5 is the qualitative one (rule fig5)
+    fig1 = pd.read_csv(out / "fig1_ap_apr.csv")
+    assert list(fig1.columns) == list(figures.FIG1_COLUMNS)
+    assert fig1[["model", "metric"]].values.tolist() == [[m, k] for m in MODELS for k in ("AP", "APr")]
+    assert fig1["low"].tolist() == [8.0, 8.0, 18.0, 18.0] and fig1["paper"].tolist() == [54.0, 47.0, 56.8, 57.3]
+    assert (out / "fig1_ap_apr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fig1_draws_each_rows_ap_and_apr_with_its_interval_and_the_papers_beside() -> None:
+    frame = pd.DataFrame({"model": ["teacher", "student_labeled_only"],
+                          "description": ["Supervised teacher", "Control: teacher continued"],
+                          "AP": [40.0, 42.0], "APr": [30.0, 20.0], "AP_low": [38.0, 41.0], "AP_high": [43.0, 44.0],
+                          "APr_low": [25.0, np.nan], "APr_high": [33.0, np.nan],
+                          "paper_AP": [54.0, np.nan], "paper_APr": [47.0, np.nan]})  # fmt: skip
+    data = figures.fig1_data(frame)
+    assert list(data.columns) == list(figures.FIG1_COLUMNS)
+    assert data[["model", "metric", "value", "low", "high"]].values.tolist()[:2] == [
+        ["teacher", "AP", 40.0, 38.0, 43.0], ["teacher", "APr", 30.0, 25.0, 33.0]]
+    ax = figures.fig1_figure(data).axes[0]
+    ours = {c.get_label(): c for c in ax.containers if "this run" in str(c.get_label())}
+    assert [b.get_height() for b in ours["AP (this run)"]] == [40.0, 42.0]
+    assert [b.get_height() for b in ours["APr (this run)"]] == [30.0, 20.0]
+    # error bars span the interval: the teacher's APr from 25 to 33; the control's APr has none (NaN -> 0)
+    errorbars = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    segments = errorbars[1].lines[2][0].get_segments()
+    np.testing.assert_allclose([segments[0][0][1], segments[0][1][1]], [25.0, 33.0])
+    np.testing.assert_allclose([segments[1][0][1], segments[1][1][1]], [20.0, 20.0])
+    # the paper's bars only where the paper has the row (not the control)
+    paper = {c.get_label(): [b.get_height() for b in c] for c in ax.containers if "paper" in str(c.get_label())}
+    assert paper == {"AP (paper, LVIS v1)": [54.0], "APr (paper, LVIS v1)": [47.0]}
 
 
 def test_report_refuses_intervals_or_metrics_without_the_fixed_metrics(tmp_path: Path) -> None:

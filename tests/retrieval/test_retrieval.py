@@ -18,6 +18,7 @@ from stages.cli import dedup as dedup_stage
 from stages.cli import embed_crops as embed_crops_stage
 from stages.cli import embed_images as embed_images_stage
 from stages.cli import retrieve as retrieve_stage
+from stages.data.artifacts import DEDUP_DECISION_COLUMNS, ArtifactError, read_dedup_decisions
 from stages.data.images import ImageReadError
 from stages.retrieval import dedup as dedup_lib
 from stages.retrieval import pool as pool_lib
@@ -384,7 +385,7 @@ def test_dedup_removes_planted_copies_and_counts_them() -> None:
     labeled = embeddings(labeled_vectors, [1, 2], ["l1", "l2"])
     neighbours = pd.DataFrame({"pool_image_id": [31, 10, 30, 33, 32, *range(10, 20), 12]})
     pool_data = {"images": [image_entry(i, f"p{i}.png") for i in pool_ids], "categories": CATEGORIES}
-    unlabeled, counts = dedup_lib.dedup(neighbours, pool_data, pool, [labeled], 0.97)
+    unlabeled, counts, decisions = dedup_lib.dedup(neighbours, pool_data, pool, [labeled], 0.97)
     assert counts == {
         "pool": 15,
         "retrieved": 14,
@@ -395,6 +396,17 @@ def test_dedup_removes_planted_copies_and_counts_them() -> None:
     }
     assert [img["id"] for img in unlabeled["images"]] == list(range(10, 20))
     assert unlabeled["categories"] == CATEGORIES and "annotations" not in unlabeled
+    # every retrieved image once, with what it copies: the planted original of each copy
+    assert list(decisions.columns) == list(DEDUP_DECISION_COLUMNS)
+    removed = decisions[decisions["decision"] != "kept"].set_index("image_id")
+    assert removed["decision"].to_dict() == {30: "exact_duplicate", 31: "near_duplicate", 32: "labeled_duplicate",
+                                             33: "near_duplicate"}
+    assert removed["duplicate_of"].to_dict() == {30: 12, 31: 13, 32: 1, 33: 2}
+    assert removed["duplicate_of_set"].to_dict() == {30: "pool", 31: "pool", 32: "synthetic", 33: "synthetic"}
+    np.testing.assert_allclose(removed["cosine"], [1.0, near @ base[5], 1.0, pool_vectors[13] @ base[1]], atol=1e-5)
+    kept = decisions[decisions["decision"] == "kept"]
+    assert kept["duplicate_of"].eq(-1).all() and kept["cosine"].isna().all()
+    assert sorted(decisions["image_id"]) == sorted(set(neighbours["pool_image_id"]))
     with pytest.raises(ValueError, match="no retrieved pool image survives"):
         dedup_lib.dedup(pd.DataFrame({"pool_image_id": [32]}), pool_data, pool, [labeled], 0.97)
 
@@ -451,7 +463,7 @@ def test_clis_end_to_end(data, tmp_path: Path) -> None:
         cli_args(config=cfg, neighbours=out / "neighbours.parquet", pool_json=data["pool"], pool_npy=out / "pool.npy",
                  pool_index=out / "pool.parquet", labeled_npy=[out / "train.npy", out / "val.npy"],
                  labeled_index=[out / "train.parquet", out / "val.parquet"], out=out / "unlabeled.json",
-                 out_counts=out / "counts.json")
+                 out_counts=out / "counts.json", out_decisions=out / "decisions.parquet")
     )  # fmt: skip
     counts = json.loads((out / "counts.json").read_text())
     planted = {"removed_labeled_duplicate": 2, "removed_exact_duplicate": 1, "removed_near_duplicate": 1}
@@ -459,6 +471,41 @@ def test_clis_end_to_end(data, tmp_path: Path) -> None:
     unlabeled = json.loads((out / "unlabeled.json").read_text())
     assert [img["id"] for img in unlabeled["images"]] == list(range(1001, 1011))
     assert unlabeled["categories"] == CATEGORIES
+    # why each planted copy went, and which image it copies (file, set, id)
+    decisions = read_dedup_decisions(out / "decisions.parquet", [img["id"] for img in unlabeled["images"]])
+    removed = decisions[decisions["decision"] != "kept"].set_index("image_id")
+    assert removed[["decision", "duplicate_of", "duplicate_of_set", "duplicate_of_file"]].to_dict("index") == {
+        1011: {"decision": "exact_duplicate", "duplicate_of": 1001, "duplicate_of_set": "pool",
+               "duplicate_of_file": "pool/p0.png"},
+        1012: {"decision": "near_duplicate", "duplicate_of": 1002, "duplicate_of_set": "pool",
+               "duplicate_of_file": "pool/p1.png"},
+        1013: {"decision": "labeled_duplicate", "duplicate_of": 101, "duplicate_of_set": "val",
+               "duplicate_of_file": "val/v0.png"},
+        1014: {"decision": "labeled_duplicate", "duplicate_of": 2, "duplicate_of_set": "train",
+               "duplicate_of_file": "train/t1.png"},
+    }  # fmt: skip
+    assert removed.loc[1012, "cosine"] > yaml.safe_load(Path(cfg).read_text())["dedup"]["near_duplicate_cosine"]
+
+
+def test_dedup_decisions_contract_names_the_broken_rule(tmp_path: Path) -> None:
+    good = pd.DataFrame({"image_id": [1, 2], "decision": ["kept", "near_duplicate"], "duplicate_of": [-1, 1],
+                         "duplicate_of_set": ["", "pool"], "duplicate_of_file": ["", "a.png"], "cosine": [np.nan, 0.99]})
+    good.to_parquet(tmp_path / "good.parquet")
+    assert len(read_dedup_decisions(tmp_path / "good.parquet", [1])) == 2
+    with pytest.raises(ArtifactError, match="kept images are not unlabeled.json's images"):
+        read_dedup_decisions(tmp_path / "good.parquet", [1, 2])
+    for column, values, message in (("decision", ["kept", "blurry"], "decision must be one of"),
+                                     ("duplicate_of", [3, 1], "kept images name no duplicate_of"),
+                                     ("cosine", [np.nan, np.nan], "cosine must be finite"),
+                                     ("image_id", [1, 1], "more than one row")):  # fmt: skip
+        bad = good.assign(**{column: values})
+        bad.to_parquet(tmp_path / "bad.parquet")
+        with pytest.raises(ArtifactError, match=message) as err:
+            read_dedup_decisions(tmp_path / "bad.parquet")
+        assert "bad.parquet" in str(err.value)
+    good.drop(columns="cosine").to_parquet(tmp_path / "short.parquet")
+    with pytest.raises(ArtifactError, match=r"missing columns \['cosine'\]"):
+        read_dedup_decisions(tmp_path / "short.parquet")
 
 
 # ------------------------------------------------------------------------------------------ pool embedding

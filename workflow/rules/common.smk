@@ -153,7 +153,14 @@ def model_weights(wildcards):
 def report_outputs():
     return [f"{RUN}/report/table1.md", f"{RUN}/report/table1.csv", f"{RUN}/report/fig3_reliability.png",
             f"{RUN}/report/fig4_per_class_ap.png", f"{RUN}/report/fig3_reliability.csv",
-            f"{RUN}/report/fig4_per_class_ap.csv", f"{RUN}/report/premise.md", f"{RUN}/report/premise.csv"]
+            f"{RUN}/report/fig4_per_class_ap.csv", f"{RUN}/report/premise.md",
+            f"{RUN}/report/premise.csv"] + picture_outputs()
+
+
+def picture_outputs():
+    """The pictures beside the tables (workflow/rules/report.smk): Fig. 5, the galleries, the curves."""
+    return [f"{RUN}/report/{name}" for name in ("fig5_examples.png", "retrieval_gallery.png",
+                                                "pseudo_label_gallery.png", "training_curves.png")]
 
 
 rule stage_config:

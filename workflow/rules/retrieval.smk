@@ -84,6 +84,7 @@ rule dedup:
     output:
         unlabeled=f"{RUN}/retrieval/unlabeled.json",
         counts=f"{RUN}/retrieval/dedup_counts.json",
+        decisions=f"{RUN}/retrieval/dedup_decisions.parquet",
     params:
     resources:
         **rule_resources("dedup"),
@@ -96,4 +97,5 @@ rule dedup:
         " --pool-npy {input.pool:q} --pool-index {input.pool_index:q}"
         " --labeled-npy {input.train:q} --labeled-index {input.train_index:q}"
         " --labeled-npy {input.val:q} --labeled-index {input.val_index:q}"
-        " --out {output.unlabeled:q} --out-counts {output.counts:q} > {log:q} 2>&1"
+        " --out {output.unlabeled:q} --out-counts {output.counts:q} --out-decisions {output.decisions:q}"
+        " > {log:q} 2>&1"
