@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages.data.detections import read_detections
+from stages.data.detections import check_results, read_detections
 from stages.data.lvis import load_lvis
 from stages.evaluation.bootstrap import bootstrap_metrics, intervals, match_models
+from stages.utils import watchdog
 from stages.utils.atomic import write_csv
 from stages.utils.config import load_stage_config
 
-CONFIG_KEYS = ("seed", "evaluation.max_detections", "evaluation.bootstrap_draws", "evaluation.interval_level")
+CONFIG_KEYS = ("seed", "evaluation.max_detections", "evaluation.bootstrap_draws", "evaluation.interval_level",
+               "evaluation.guard_seconds")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,9 +41,10 @@ def main(argv: list[str] | None = None) -> None:
     unknown = {m for pair in comparisons for m in pair} - set(detections)
     if unknown:
         parser.error(f"--compare names models without --detections: {sorted(unknown)}")
+    watchdog.configure(evaluation["guard_seconds"])
     gt = load_lvis(args.gt)
-    matched = match_models(gt, {m: read_detections(p) for m, p in detections.items()}, "segm",
-                           evaluation["max_detections"])
+    checked = {m: check_results(read_detections(p), gt, p, evaluation["max_detections"]) for m, p in detections.items()}
+    matched = match_models(gt, checked, "segm", evaluation["max_detections"])
     draws = bootstrap_metrics(matched, evaluation["bootstrap_draws"], config["seed"])
     table = intervals(draws, comparisons, evaluation["interval_level"])
     write_csv(table, args.out)

@@ -3,19 +3,19 @@ paired-bootstrap differences (is the gain there under every seed, not just one?)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from stages.reporting.table1 import INTERVAL_METRICS, markdown_table
+from stages.utils.readers import read_json
 
 
 def seed_metrics(runs: list[tuple[int, str, Path]]) -> pd.DataFrame:
     """One row per (seed, model): mask AP, APr, APc, APf and ECE from each metrics.json."""
     rows = []
     for seed, model, path in runs:
-        metrics = json.loads(Path(path).read_text())
+        metrics = read_json(path)
         rows.append({"seed": seed, "model": model, **{m: metrics["segm"][m] for m in INTERVAL_METRICS},
                      "ECE": metrics["ece"]})
     return pd.DataFrame(rows)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from stages.utils.readers import read_json
+
 # Table 1 of the paper (LVIS v1 val, mask AP): the reference each of our rows stands for.
 PAPER_TABLE1 = {
     "teacher": ("Supervised + non-unif. smooth. + class corr.", 54.0, 47.0),
@@ -24,7 +26,7 @@ PAPER_ECE = {"teacher": 0.22, "student_soft_corrected": 0.07}
 
 def load_metrics(eval_dir: Path, models: list[str]) -> dict[str, dict]:
     """model -> its metrics.json, read once for every table and figure."""
-    return {model: json.loads((eval_dir / model / "metrics.json").read_text()) for model in models}
+    return {model: read_json(eval_dir / model / "metrics.json") for model in models}
 
 
 INTERVAL_METRICS = ("AP", "APr", "APc", "APf")

@@ -10,7 +10,7 @@ import pytest
 
 from stages.evaluation.bootstrap import ap_summary, bootstrap_metrics, draw_weights, intervals, match_models
 from stages.evaluation.fast_lvis_eval import accumulate, fast_lvis_eval, match_detections
-from tests.test_fast_lvis_eval import make_dets, make_gt
+from tests.evaluation.test_fast_lvis_eval import make_dets, make_gt
 
 
 def _resampled(gt: dict, dets: list[dict], weights: np.ndarray) -> tuple[dict, list[dict]]:
