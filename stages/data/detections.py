@@ -129,29 +129,36 @@ def check_detections(detections: Any, path: str | Path) -> list[dict[str, Any]]:
     return detections
 
 
-def lvis_first(detections: list[dict[str, Any]], max_dets: int) -> int | None:
-    """Index of the detection LVISResults reads as ``result_anns[0]`` after its per-image cut
-    (``limit_dets_per_image``): the first detection, unless its image has more than ``max_dets``,
-    whose list is then sorted by score (stable, descending). None for no detections."""
+def lvis_kept(detections: list[dict[str, Any]], max_dets: int) -> tuple[np.ndarray, int | None]:
+    """(bool mask of the detections LVISResults keeps, index of the one it reads as ``result_anns[0]``)
+    after its per-image cut (``limit_dets_per_image``): an image with more than ``max_dets`` detections
+    keeps its ``max_dets`` best (sorted by score, stable, descending) and its list is re-sorted, so
+    the first detection of the first image is then its best. None for no detections."""
+    kept = np.ones(len(detections), dtype=bool)
     if not detections:
-        return None
-    image = detections[0]["image_id"]
-    same = [k for k, d in enumerate(detections) if d["image_id"] == image]
-    if max_dets < 0 or len(same) <= max_dets:
-        return 0
-    best = max(detections[k]["score"] for k in same)
-    return next(k for k in same if detections[k]["score"] == best)
+        return kept, None
+    by_image: dict[Any, list[int]] = {}
+    for k, det in enumerate(detections):
+        by_image.setdefault(det["image_id"], []).append(k)
+    first = 0
+    for n, same in enumerate(by_image.values()):
+        if 0 <= max_dets < len(same):
+            ranked = sorted(same, key=lambda k: detections[k]["score"], reverse=True)
+            kept[ranked[max_dets:]] = False
+            if n == 0:
+                first = ranked[0]
+    return kept, first
 
 
 def check_results(detections: Any, gt: dict[str, Any], path: str | Path, max_dets: int = 300) -> list[dict[str, Any]]:
     """:func:`check_detections`, then the contract against the ground truth ``gt`` (a checked LVIS
     json): image ids of ``gt``, RLEs of the image's size, and LVISResults' rule on the fields (module
-    docstring); a box that becomes a mask must lie within an image side of the image (pycocotools
-    rasterises it). Returns ``detections`` unchanged; raises DetectionsError naming the file and the
+    docstring) for the detections it keeps (``max_dets`` per image); a box that becomes a mask must
+    lie within an image side of the image (pycocotools rasterises it). Returns ``detections`` unchanged; raises DetectionsError naming the file and the
     first detections that break it."""
     check_detections(detections, path)
     images = {img["id"]: img for img in gt["images"]}
-    first = lvis_first(detections, max_dets)
+    kept, first = lvis_kept(detections, max_dets)
     box_first = first is not None and "bbox" in detections[first]
     problems = []
     for k, det in enumerate(detections):
@@ -166,6 +173,8 @@ def check_results(detections: Any, gt: dict[str, Any], path: str | Path, max_det
                                                  f"width] {size}"))
         elif isinstance(seg, list) and polygon_problem(seg, *size):
             problems.append((k, det["image_id"], f"segmentation: {polygon_problem(seg, *size)}"))
+        elif not kept[k]:
+            continue  # cut by the per-image limit: LVISResults never reads its fields
         elif box_first and "bbox" not in det:
             problems.append((k, det["image_id"], f"lacks 'bbox', which LVISResults takes of every detection when the "
                                                  f"first one (#{first}) has a box"))
@@ -200,7 +209,7 @@ def complete_results(detections: list[dict[str, Any]], gt: dict[str, Any], max_d
     """Checked detections (:func:`check_results`) with every field LVISResults would give them
     (:func:`complete_result`) and every mask a compressed RLE at its image's size (polygons and
     uncompressed RLEs converted as LVIS.ann_to_rle does): what judging reads."""
-    first = lvis_first(detections, max_dets)
+    _, first = lvis_kept(detections, max_dets)
     box_first = first is not None and "bbox" in detections[first]
     images = {img["id"]: img for img in gt["images"]}
     out = []

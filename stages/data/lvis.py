@@ -27,7 +27,14 @@ import pandas as pd
 import pycocotools.mask as mask_util
 
 from stages.core.calibration import FREQUENCIES
-from stages.data.masks import area_tolerance, mask_area, polygon_area_bounds, polygon_problem, rle_problems
+from stages.data.masks import (
+    area_tolerance,
+    mask_area,
+    mask_polygons,
+    polygon_area_bounds,
+    polygon_problem,
+    rle_problems,
+)
 from stages.utils.readers import ReadError
 from stages.utils.readers import read_json as read_json_file
 
@@ -144,7 +151,8 @@ def _structure_problems(data: dict[str, Any], file: str, keys: tuple[str, ...]) 
     return problems
 
 
-def _image_path_problem(img: dict[str, Any]) -> str | None:
+def image_path_problem(img: dict[str, Any]) -> str | None:
+    """Why ``img`` names no readable path (no file_name or coco_url, or one of the wrong type), or None."""
     if "file_name" in img:
         name = img["file_name"]
         if not (isinstance(name, str) and name and "\x00" not in name):
@@ -160,7 +168,7 @@ def _image_path_problem(img: dict[str, Any]) -> str | None:
 
 def _image_problems(img: dict[str, Any], file: str, cat_ids: Counter, labeled: bool) -> list[Problem]:
     problems = []
-    reason = _image_path_problem(img)
+    reason = image_path_problem(img)
     if reason:
         problems.append(Problem(file, "image", img["id"], reason))
     for key in LISTS:
@@ -284,7 +292,7 @@ def find_json_problems(
     problems = _structure_problems(data, file, keys)
     valid_images = [img for img in data["images"] if isinstance(img, dict) and _is_id(img.get("id"))]
     valid_cats = [cat for cat in data["categories"] if isinstance(cat, dict) and _is_id(cat.get("id"))]
-    valid_anns = [ann for ann in data.get("annotations", []) if isinstance(ann, dict)]
+    valid_anns = [ann for ann in data.get("annotations", []) if isinstance(ann, dict) and _is_id(ann.get("id"))]
     image_ids = Counter(img["id"] for img in valid_images)
     problems += [Problem(file, "image", i, f"duplicate image id ({n} images)", fatal=True)
                  for i, n in image_ids.items() if n > 1]  # fmt: skip
@@ -430,7 +438,9 @@ def subset(data: dict[str, Any], image_ids: set[int], *, recount: bool = True) -
 
 
 def dataset_dicts(data: dict[str, Any], image_root: str | Path) -> list[dict[str, Any]]:
-    """detectron2 dataset dicts (category ids mapped to contiguous indices, XYWH_ABS boxes)."""
+    """detectron2 dataset dicts (category ids mapped to contiguous indices, XYWH_ABS boxes). The
+    trainer's mapper takes masks as polygons: an RLE annotation is given as its contour polygons
+    (stages.data.masks.mask_polygons; holes filled)."""
     from detectron2.structures import BoxMode
 
     index = category_index(data)
@@ -451,7 +461,8 @@ def dataset_dicts(data: dict[str, Any], image_root: str | Path) -> list[dict[str
                     "bbox": ann["bbox"],
                     "bbox_mode": BoxMode.XYWH_ABS,
                     "category_id": index[ann["category_id"]],
-                    "segmentation": ann["segmentation"],
+                    "segmentation": (ann["segmentation"] if isinstance(ann["segmentation"], list)
+                                     else mask_polygons(ann["segmentation"], img["height"], img["width"])),
                     "iscrowd": 0,
                 }
                 for ann in by_image[img["id"]]

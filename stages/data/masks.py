@@ -145,7 +145,9 @@ def polygon_problem(seg: Any, height: int | None = None, width: int | None = Non
     """Why a polygon segmentation (a list of parts, each [x1, y1, x2, y2, ...]) cannot be a mask, or
     None: no parts, a part with fewer than 3 points or an odd count, coordinates that are not finite
     numbers, a part of zero area, or (given the image size) a point more than an image side outside."""
-    if not isinstance(seg, list) or not seg:
+    if not isinstance(seg, list):
+        return f"segmentation must be polygons (a list of [x1, y1, x2, y2, ...]) or an RLE, found {seg!r:.60}"
+    if not seg:
         return "segmentation is an empty polygon list"
     for poly in seg:
         if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
@@ -195,6 +197,22 @@ def mask_area(seg: Any, height: int, width: int) -> float:
     else:
         rle = seg
     return float(mask_util.area(rle))
+
+
+def mask_polygons(seg: dict[str, Any], height: int, width: int) -> list[list[float]]:
+    """The outer contours of a valid RLE mask as polygons (OpenCV, through the pixel centres as
+    detectron2's GenericMask draws them; holes filled): the form detectron2's polygon mask targets
+    take. A mask too thin for a contour of 3 points becomes its box."""
+    import cv2
+
+    rle = mask_util.frPyObjects(seg, height, width) if isinstance(seg["counts"], list) else seg
+    mask = np.ascontiguousarray(mask_util.decode(rle).astype(np.uint8))
+    contours = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[-2]
+    polygons = [(c.reshape(-1).astype(np.float64) + 0.5).tolist() for c in contours if len(c) >= 3]
+    if polygons:
+        return polygons
+    x, y, w, h = mask_box(rle)
+    return box_polygon([x, y, max(w, 1.0), max(h, 1.0)])
 
 
 def box_polygon(bbox: Sequence[float]) -> list[list[float]]:

@@ -56,6 +56,7 @@ from stages.data.lvis import (
     frequency_group,
     image_counts,
     image_path,
+    image_path_problem,
     read_json,
 )
 
@@ -110,7 +111,7 @@ def image_file_problems(data: dict[str, Any], file: str, image_root: str | Path,
     (or, through a training job, reveal) files elsewhere."""
     if check not in IMAGE_CHECKS:
         raise ValueError(f"dataset.image_check must be one of {IMAGE_CHECKS}, found {check!r}")
-    images = [img for img in data["images"] if "file_name" in img or "coco_url" in img]
+    images = [img for img in data["images"] if image_path_problem(img) is None]  # the others are json problems
     problems: list[Problem] = []
     if not allow_outside:
         outside = {img["id"]: reason for img in images if (reason := outside_root_problem(img, Path(image_root)))}
@@ -231,7 +232,7 @@ def repair(data: dict[str, Any], problems: list[Problem], counts: dict[int, int]
         img = dict(img)
         for p in fixes.get(("image", img["id"]), []):
             if p.repair == "known ids":
-                img[p.value] = [c for c in img[p.value] if c in cat_ids]
+                img[p.value] = [c for c in img[p.value] if isinstance(c, int) and not isinstance(c, bool) and c in cat_ids]
             elif p.repair == "empty list":
                 img[p.value] = []
             elif p.repair == "orientation":
@@ -273,12 +274,12 @@ def repair(data: dict[str, Any], problems: list[Problem], counts: dict[int, int]
 
 
 def leakage_problems(train: dict[str, Any], val: dict[str, Any], val_file: str, image_root: str | Path) -> list[Problem]:
-    train_files = {image_path(img, image_root).resolve() for img in train["images"] if "file_name" in img or "coco_url" in img}
+    train_files = {image_path(img, image_root).resolve() for img in train["images"] if image_path_problem(img) is None}
     return [
         Problem(val_file, "image", img["id"], f"the same file {image_path(img, image_root)} is in the train set (leakage)",
                 fatal=True)  # fmt: skip
         for img in val["images"]
-        if ("file_name" in img or "coco_url" in img) and image_path(img, image_root).resolve() in train_files
+        if image_path_problem(img) is None and image_path(img, image_root).resolve() in train_files
     ]
 
 
