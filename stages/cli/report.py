@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.data.artifacts import read_categories, read_ccece
+from stages.data.artifacts import read_ccece
 from stages.reporting.figures import (
     ccece_data,
     ccece_figure,
@@ -35,7 +35,7 @@ from stages.reporting.table1 import load_metrics, table1, table1_markdown
 from stages.reporting.timings import timings_table
 from stages.utils.atomic import write_csv, write_figure, write_text
 from stages.utils.config import load_stage_config
-from stages.utils.readers import read_json
+from stages.utils.readers import read_json, read_parquet
 
 CONFIG_KEYS = ("run", "dataset.source", "evaluation.ece_bins")
 
@@ -71,10 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     reliability = reliability_data(args.eval_dir, {m: metrics_of[m] for m in shown})
     write_csv(reliability, out / "fig3_reliability.csv")
     write_figure(reliability_figure(reliability), out / "fig3_reliability.png")
-    per_class = per_class_data(args.eval_dir, shown, read_categories(args.categories))
+    per_class = per_class_data(args.eval_dir, shown, read_parquet(args.categories))
     write_csv(per_class, out / "fig4_per_class_ap.csv")
     write_figure(per_class_figure(per_class), out / "fig4_per_class_ap.png")
-    ccece = ccece_data(read_ccece(args.ccece, read_categories(args.categories)["category_id"].tolist()))
+    ccece = ccece_data(read_ccece(args.ccece, read_parquet(args.categories)["category_id"].tolist()))
     write_csv(ccece, out / "fig5_ccece.csv")
     write_figure(ccece_figure(ccece), out / "fig5_ccece.png")
     print(text)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages import report as report_stage
+from stages.cli import report as report_stage
 from stages.reporting import figures, table1
 from stages.reporting.figures import sweep_figure, sweep_table
 from tests.conftest import REPO, tiny_config

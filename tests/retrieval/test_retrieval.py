@@ -14,10 +14,10 @@ import torch
 import yaml
 from PIL import Image
 
-from stages import dedup as dedup_stage
-from stages import embed_crops as embed_crops_stage
-from stages import embed_images as embed_images_stage
-from stages import retrieve as retrieve_stage
+from stages.cli import dedup as dedup_stage
+from stages.cli import embed_crops as embed_crops_stage
+from stages.cli import embed_images as embed_images_stage
+from stages.cli import retrieve as retrieve_stage
 from stages.data.images import ImageReadError
 from stages.retrieval import dedup as dedup_lib
 from stages.retrieval import pool as pool_lib
@@ -104,6 +104,9 @@ def annotation(ann_id: int, image_id: int, category_id: int, bbox: list[float]) 
     }
 
 
+LVIS_LISTS = {"neg_category_ids": [], "not_exhaustive_category_ids": []}  # every labeled LVIS image has them
+
+
 def image_entry(image_id: int, file_name: str, width: int = 96, height: int = 80) -> dict:
     return {"id": image_id, "file_name": file_name, "width": width, "height": height}
 
@@ -119,11 +122,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     train_images = []
     for i in range(4):
         photo(next(names)).save(images / "train" / f"t{i}.png")
-        train_images.append(image_entry(i + 1, f"train/t{i}.png"))
+        train_images.append(image_entry(i + 1, f"train/t{i}.png") | LVIS_LISTS)
     val_images = []
     for i in range(2):
         photo(next(names)).save(images / "val" / f"v{i}.png")
-        val_images.append(image_entry(101 + i, f"val/v{i}.png"))
+        val_images.append(image_entry(101 + i, f"val/v{i}.png") | LVIS_LISTS)
     pool_images = []
     for i in range(10):
         photo(next(names)).save(images / "pool" / f"p{i}.png")
