@@ -288,7 +288,7 @@ def find_json_problems(
         problems.append(Problem(file, "dataset", None, "'annotations' is not a list", fatal=True))
     if problems:
         return problems
-    labeled = "annotations" in data
+    labeled = require_annotations or bool(data.get("annotations"))  # an image list does without LVIS's lists
     problems = _structure_problems(data, file, keys)
     valid_images = [img for img in data["images"] if isinstance(img, dict) and _is_id(img.get("id"))]
     valid_cats = [cat for cat in data["categories"] if isinstance(cat, dict) and _is_id(cat.get("id"))]
