@@ -15,15 +15,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages.data.detections import read_detections
+from stages.data.detections import check_results, read_detections
 from stages.data.lvis import load_lvis
 from stages.evaluation.bootstrap import bootstrap_metrics, intervals, prepare_models
+from stages.utils import watchdog
 from stages.utils.atomic import write_csv
 from stages.utils.config import load_stage_config
 
 CONFIG_KEYS = ("seed", "evaluation.max_detections", "evaluation.fixed_max_detections_per_class", "evaluation.ece_bins",
-               "evaluation.bootstrap_draws", "evaluation.interval_level", "calibration.iou_type",
-               "calibration.iou_threshold")
+               "evaluation.bootstrap_draws", "evaluation.interval_level", "evaluation.guard_seconds",
+               "calibration.iou_type", "calibration.iou_threshold")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,9 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     unknown = {m for pair in comparisons for m in pair} - set(detections)
     if unknown:
         parser.error(f"--compare names models without --detections: {sorted(unknown)}")
+    watchdog.configure(evaluation["guard_seconds"])
     gt = load_lvis(args.gt)
-    models = prepare_models(gt, {m: read_detections(p) for m, p in detections.items()}, iou_type="segm",
-                            max_dets=evaluation["max_detections"],
+    checked = {m: check_results(read_detections(p), gt, p, evaluation["max_detections"]) for m, p in detections.items()}
+    models = prepare_models(gt, checked, iou_type="segm", max_dets=evaluation["max_detections"],
                             detections_per_class_setting=evaluation["fixed_max_detections_per_class"],
                             judge_iou_type=config["calibration"]["iou_type"],
                             judge_iou_threshold=config["calibration"]["iou_threshold"])

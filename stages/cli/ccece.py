@@ -31,14 +31,15 @@ from stages.core.calibration import (
     reliability_table,
     shrink_to_groups,
 )
-from stages.data.detections import read_detections
+from stages.data.detections import check_results, read_detections
 from stages.data.lvis import load_lvis
 from stages.evaluation.judging import judge_detections
 from stages.evaluation.metrics import top_detections
+from stages.utils import watchdog
 from stages.utils.atomic import write_csv, write_json, write_parquet
 from stages.utils.config import load_stage_config
 
-CONFIG_KEYS = ("calibration", "evaluation.max_detections")
+CONFIG_KEYS = ("calibration", "evaluation.max_detections", "evaluation.guard_seconds")
 
 
 def summary_lines(table: pd.DataFrame, summary: dict[str, Any], shown: int = 3) -> list[str]:
@@ -71,9 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_stage_config(args.config, CONFIG_KEYS)
     cal = config["calibration"]
+    watchdog.configure(config["evaluation"]["guard_seconds"])
     gt = load_lvis(args.gt)
+    detections = check_results(read_detections(args.detections), gt, args.detections, max_dets=-1)
     # the detections LVIS AP judges: the predictor may write more per image (for AP-Fixed)
-    detections, _ = top_detections(read_detections(args.detections), config["evaluation"]["max_detections"])
+    detections, _ = top_detections(detections, config["evaluation"]["max_detections"])
     judged = judge_detections(detections, gt, cal["iou_type"], cal["iou_threshold"])
     table = ccece_per_class(judged, gt["categories"], cal["bins"])
     table["ccece_se"] = ccece_standard_errors(judged, gt["categories"])

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 
 import faiss
-import pandas as pd
 
 from stages.data.lvis import load_lvis
 from stages.retrieval.dedup import dedup
 from stages.retrieval.encoders import check_same_encoder, load_embeddings
 from stages.utils.atomic import write_json, write_parquet
 from stages.utils.config import load_stage_config
+from stages.utils.readers import read_parquet
 
 CONFIG_KEYS = ("dedup",)
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--labeled-npy and --labeled-index must be given the same number of times")
     config = load_stage_config(args.config, CONFIG_KEYS)
     faiss.omp_set_num_threads(config["num_threads"])
-    neighbours = pd.read_parquet(args.neighbours, columns=["pool_image_id"])
+    neighbours = read_parquet(args.neighbours, columns=["pool_image_id"])
     pool_data = load_lvis(args.pool_json, require_annotations=False)
     pool = load_embeddings(args.pool_npy, args.pool_index, ("image_id", "sha1"))
     labeled = [load_embeddings(n, i, ("image_id", "sha1")) for n, i in zip(args.labeled_npy, args.labeled_index)]

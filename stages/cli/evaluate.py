@@ -13,6 +13,7 @@ from pathlib import Path
 
 from stages.data.detections import read_detections
 from stages.evaluation.metrics import evaluate_detections
+from stages.utils import watchdog
 from stages.utils.atomic import write_csv, write_json
 from stages.utils.config import load_stage_config
 
@@ -29,7 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-reliability", required=True, type=Path)
     args = parser.parse_args(argv)
     config = load_stage_config(args.config, CONFIG_KEYS)
-    metrics, per_class, reliability = evaluate_detections(config, args.gt, read_detections(args.detections))
+    watchdog.configure(config["evaluation"]["guard_seconds"])
+    metrics, per_class, reliability = evaluate_detections(config, args.gt, read_detections(args.detections),
+                                                          args.detections)
     write_json(metrics, args.out_metrics, indent=2)
     write_csv(per_class, args.out_per_class)
     write_csv(reliability, args.out_reliability)

@@ -11,7 +11,6 @@ CLI: python -m stages.cli.premise --config CFG --val-gt val.json --teacher-detec
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +22,7 @@ from stages.evaluation.judging import judge_detections
 from stages.reporting.premise import ap_gap, budget_share, ccece_gap, premise_markdown, premise_table, rare_share
 from stages.utils.atomic import write_csv, write_text
 from stages.utils.config import load_stage_config
+from stages.utils.readers import read_json
 
 CONFIG_KEYS = ("seed", "evaluation.max_detections", "evaluation.bootstrap_draws", "evaluation.interval_level",
                "calibration.iou_type", "calibration.iou_threshold", "model.test_score_threshold")
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
                       config["model"]["test_score_threshold"])
     p4 = None
     if args.pool_truth is not None:
-        truth = json.loads(args.pool_truth.read_text())
+        truth = read_json(args.pool_truth)
         frequency = {c["id"]: c["frequency"] for c in val["categories"]}
         unlabeled = [img["id"] for img in load_lvis(args.unlabeled, require_annotations=False)["images"]]
         pool = [img["id"] for img in load_lvis(args.pool, require_annotations=False)["images"]]

@@ -20,7 +20,6 @@ CLI: python -m stages.cli.report --config CFG --eval-dir results/<run>/eval --mo
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -40,6 +39,7 @@ from stages.reporting.table1 import check_intervals, load_metrics, table1, table
 from stages.reporting.timings import timings_table
 from stages.utils.atomic import write_csv, write_figure, write_text
 from stages.utils.config import load_stage_config
+from stages.utils.readers import read_json, read_parquet
 
 CONFIG_KEYS = ("run", "dataset.source", "evaluation.ece_bins")
 
@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     text = table1_markdown(
         f"Table 1 - run `{config['run']}` (mask AP on {config['dataset']['source']} val; paper: LVIS v1 val)",
         frame, metrics_of, config["evaluation"]["ece_bins"], intervals,
-        json.loads(args.holdout_ece.read_text())["ece"] if args.holdout_ece else None,
-        json.loads(args.dedup.read_text()) if args.dedup else None, timings)
+        read_json(args.holdout_ece)["ece"] if args.holdout_ece else None,
+        read_json(args.dedup) if args.dedup else None, timings)
     write_text(text, out / "table1.md")
     fig1 = fig1_data(frame)
     write_csv(fig1, out / "fig1_ap_apr.csv")
@@ -78,10 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     reliability = reliability_data(args.eval_dir, {m: metrics_of[m] for m in shown})
     write_csv(reliability, out / "fig3_reliability.csv")
     write_figure(reliability_figure(reliability), out / "fig3_reliability.png")
-    per_class = per_class_data(args.eval_dir, shown, pd.read_parquet(args.categories))
+    per_class = per_class_data(args.eval_dir, shown, read_parquet(args.categories))
     write_csv(per_class, out / "fig4_per_class_ap.csv")
     write_figure(per_class_figure(per_class), out / "fig4_per_class_ap.png")
-    ccece = ccece_data(read_ccece(args.ccece, pd.read_parquet(args.categories)["category_id"].tolist()))
+    ccece = ccece_data(read_ccece(args.ccece, read_parquet(args.categories)["category_id"].tolist()))
     write_csv(ccece, out / "figS1_ccece.csv")
     write_figure(ccece_figure(ccece), out / "figS1_ccece.png")
     print(text)

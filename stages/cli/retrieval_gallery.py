@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pandas as pd
-
 from stages.data.artifacts import read_dedup_decisions
 from stages.data.lvis import load_lvis
 from stages.reporting.retrieval_gallery import retrieval_figure, retrieval_table, select_queries
 from stages.retrieval.index import NEIGHBOUR_COLUMNS
 from stages.utils.atomic import write_csv, write_figure
 from stages.utils.config import load_stage_config
+from stages.utils.readers import read_parquet
 
 CONFIG_KEYS = ("seed", "figures", "embed.context")
 
@@ -40,11 +39,11 @@ def main(argv: list[str] | None = None) -> None:
     train, pool = load_lvis(args.train_json), load_lvis(args.pool_json, require_annotations=False)
     unlabeled = load_lvis(args.unlabeled, require_annotations=False)
     decisions = read_dedup_decisions(args.decisions, [img["id"] for img in unlabeled["images"]])
-    neighbours = pd.read_parquet(args.neighbours)
+    neighbours = read_parquet(args.neighbours)
     missing = [c for c in NEIGHBOUR_COLUMNS if c not in neighbours.columns]
     if missing:
         raise ValueError(f"{args.neighbours}: missing columns {missing}")
-    crops = pd.read_parquet(args.crops, columns=["annotation_id", "image_id", "category_id"])
+    crops = read_parquet(args.crops, columns=["annotation_id", "image_id", "category_id"])
     figures = config["figures"]
     table = retrieval_table(select_queries(crops, figures["retrieval_classes"], config["seed"]), neighbours, decisions,
                             train, pool, figures["retrieval_neighbours"])

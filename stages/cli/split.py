@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 
+from stages.core.splits import halving_problem
 from stages.data.lvis import load_lvis
 from stages.data.splits import split_dataset
 from stages.utils.atomic import write_json
-from stages.utils.config import load_stage_config
+from stages.utils.config import ConfigError, load_stage_config
 
 CONFIG_KEYS = ("split", "seed")
 
@@ -28,7 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_stage_config(args.config, CONFIG_KEYS)
     data = load_lvis(args.train_json)
-    train, holdout = split_dataset(data, config["split"]["holdout_fraction"], config["seed"])
+    fraction = config["split"]["holdout_fraction"]
+    problem = halving_problem(len(data["images"]), fraction)
+    if problem:
+        raise ConfigError(f"config key 'split.holdout_fraction' ({args.train_json}): {problem}")
+    train, holdout = split_dataset(data, fraction, config["seed"])
     halves = split_dataset(holdout, 0.5, config["seed"])
     for data_out, path in zip((train, holdout, *halves), (args.out_train, args.out_holdout, *args.out_halves)):
         write_json(data_out, path)

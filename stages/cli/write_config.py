@@ -7,10 +7,10 @@ CLI: python -m stages.cli.write_config --config BASE.yaml --overlay choice.json 
 from __future__ import annotations
 
 import argparse
-import json
 
 from stages.pipeline.experiments import merged_config
 from stages.utils.config import load_config, validate_config, write_config
+from stages.utils.readers import read_json
 
 # Reads the whole base config to copy it; not a stage that computes from it.
 CONFIG_KEYS: tuple[str, ...] = ()
@@ -24,8 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_config(args.config)
     for path in args.overlay:
-        with open(path) as fh:
-            config = merged_config(config, json.load(fh))
+        config = merged_config(config, read_json(path))
     write_config(validate_config(config), args.out)
     print(f"write_config: {args.config} + {', '.join(args.overlay)} -> {args.out}")
 

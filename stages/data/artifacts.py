@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages.utils.atomic import read_npy
+from stages.utils.readers import read_npy, read_parquet
 
 ROW_SUM_TOLERANCE = 1e-4  # float32 rows of S' sum to 1 up to rounding
 
@@ -56,7 +56,7 @@ def read_prototypes(path: Path | str, num_classes: int) -> np.ndarray:
 
 def read_categories(path: Path | str) -> pd.DataFrame:
     """categories.parquet: index 0..C-1, category_id increasing, frequency r/c/f, instance_count >= 0."""
-    frame = pd.read_parquet(path)
+    frame = read_parquet(path)
     missing = [c for c in ("index", "category_id", "name", "frequency", "instance_count") if c not in frame.columns]
     if missing:
         raise ArtifactError(f"{path}: missing columns {missing}")
@@ -77,7 +77,7 @@ def read_ccece(path: Path | str, category_ids: list[int]) -> pd.DataFrame:
     """ccece.parquet: the contract's columns, one row per category of ``category_ids`` (in that order),
     ``ccece`` and ``delta`` finite in [-1, 1], ``ccece_se`` finite and >= 0 wherever the class has
     judged detections."""
-    frame = pd.read_parquet(path)
+    frame = read_parquet(path)
     missing = [c for c in CCECE_COLUMNS if c not in frame.columns]
     if missing:
         raise ArtifactError(f"{path}: missing columns {missing}")
@@ -116,7 +116,7 @@ def read_dedup_decisions(path: Path | str, unlabeled_ids: list[int] | None = Non
     pool image (distinct ``image_id``), ``decision`` one of DEDUP_DECISIONS, ``duplicate_of`` -1 exactly
     when kept, ``cosine`` in [-1, 1] (up to rounding) wherever ``duplicate_of`` names an image. With
     ``unlabeled_ids`` (unlabeled.json's images), the kept images are exactly those."""
-    frame = pd.read_parquet(path)
+    frame = read_parquet(path)
     missing = [c for c in DEDUP_DECISION_COLUMNS if c not in frame.columns]
     if missing:
         raise ArtifactError(f"{path}: missing columns {missing}")

@@ -8,11 +8,15 @@ Conventions used by every stage:
   ``file_name`` is used as is); otherwise the last two parts of ``coco_url`` (LVIS v1 style,
   e.g. ``train2017/000000391895.jpg``) under ``image_root``.
 * An unlabeled image list is an LVIS-style json with ``images`` (and no annotations).
+
+The check (:func:`find_json_problems`) covers every field of :data:`FIELDS_READ`, the fields some
+stage reads, for presence, type and consistency with the geometry; tests/data/test_fields.py
+removes and corrupts each in turn, and traces which fields the stages read to keep the list whole.
 """
 
 from __future__ import annotations
 
-import json
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +27,49 @@ import pandas as pd
 import pycocotools.mask as mask_util
 
 from stages.core.calibration import FREQUENCIES
+from stages.data.masks import (
+    area_tolerance,
+    mask_area,
+    mask_polygons,
+    polygon_area_bounds,
+    polygon_problem,
+    rle_problems,
+)
+from stages.utils.readers import ReadError
+from stages.utils.readers import read_json as read_json_file
 
 DUPLICATE_ANNOTATION = "duplicate annotation id"  # the one annotation problem that keeps a copy (the first)
+
+# Every field of an LVIS json that some stage reads: record kind -> field -> (required, who reads it).
+# required: "yes"; "labeled" (in a json with annotations: train, val, holdout; an unlabeled image
+# list does without); "optional" (checked when present); "file_name or coco_url" (one of them).
+FIELDS_READ: dict[str, dict[str, tuple[str, str]]] = {
+    "image": {
+        "id": ("yes", "every stage"),
+        "width": ("yes", "masks (polygons rasterised at this size), detectron2's size check, box bounds"),
+        "height": ("yes", "as width"),
+        "file_name": ("file_name or coco_url", "image_path: every image reader (validation, embedding, training)"),
+        "coco_url": ("file_name or coco_url", "image_path, when there is no file_name (LVIS v1)"),
+        "neg_category_ids": ("labeled", "LVISEval and the fast evaluator, judging, dataset_dicts"),
+        "not_exhaustive_category_ids": ("labeled", "LVISEval and the fast evaluator, judging, dataset_dicts"),
+    },
+    "category": {
+        "id": ("yes", "every stage (the category order)"),
+        "name": ("yes", "categories.parquet, detectron2's thing_classes, the report"),
+        "frequency": ("yes", "APr/APc/APf, embed_crops' query classes, shrinkage of Delta"),
+    },
+    "annotation": {
+        "id": ("yes", "LVISEval (a match is the gt's id), embed_crops, duplicate check"),
+        "image_id": ("yes", "every stage"),
+        "category_id": ("yes", "every stage"),
+        "bbox": ("yes", "training, embed_crops, prototypes, box evaluation and judging"),
+        "segmentation": ("yes", "training (masks), mask evaluation and judging"),
+        "area": ("yes", "LVISEval and the fast evaluator: the 0 < area filter and the small/medium/large ranges"),
+        "ignore": ("optional", "LVISEval and the fast evaluator (an ignored gt matches but never counts)"),
+    },
+}
+LISTS = ("neg_category_ids", "not_exhaustive_category_ids")
+ID_HINT = "LVIS ids are JSON integers: convert them before use, e.g. record['id'] = int(record['id'])"
 
 
 class DatasetError(ValueError):
@@ -32,14 +77,12 @@ class DatasetError(ValueError):
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    """An LVIS json's top-level object; DatasetError naming the file for every way it cannot be read
+    (stages.utils.readers: missing, directory, permissions, compressed, not UTF-8, not json)."""
     try:
-        with open(path) as fh:
-            data = json.load(fh)
-    except FileNotFoundError as exc:
-        raise DatasetError(f"{path}: file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+        data = read_json_file(path)
+    except ReadError as exc:
+        raise DatasetError(str(exc)) from None
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: top level must be a JSON object, found {type(data).__name__}")
     return data
@@ -49,42 +92,17 @@ def read_json(path: str | Path) -> dict[str, Any]:
 class Problem:
     """One thing wrong with an input dataset. ``kind``: dataset | category | image | annotation;
     ``record_id``: the id of that record (None for the dataset); ``fatal``: no repair is possible
-    (the structure itself is broken), as opposed to a record that can be dropped or fixed."""
+    (the structure itself is broken), as opposed to a record that can be dropped or fixed.
+    ``repair``: how ``dataset.on_invalid: skip`` fixes it (stages.data.validation.REPAIRS; "" drops
+    the record) and ``value`` what that needs (the field, the mask's area, the EXIF orientation)."""
 
     file: str
     kind: str
     record_id: Any
     reason: str
     fatal: bool = False
-
-
-def _polygon_problem(seg: Any) -> str | None:
-    if not isinstance(seg, list) or not seg:
-        return "segmentation is an empty polygon list"
-    for poly in seg:
-        if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
-            return "segmentation polygons need >= 3 points (an even count >= 6 of coordinates) each"
-        try:
-            coords = np.asarray(poly, dtype=float)
-        except (TypeError, ValueError):
-            return f"segmentation polygon coordinates must be numbers, found {poly[:6]!r}"
-        if not np.isfinite(coords).all():
-            return "segmentation polygon has non-finite coordinates"
-        x, y = coords[0::2], coords[1::2]
-        if abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) < 1e-9:  # shoelace
-            return "segmentation polygon has zero area"
-    return None
-
-
-def _segmentation_problem(seg: Any, image: dict[str, Any] | None) -> str | None:
-    if isinstance(seg, dict):
-        size = seg.get("size")
-        if "counts" not in seg or not (isinstance(size, list) and len(size) == 2):
-            return "RLE segmentation needs 'counts' and 'size' [h, w]"
-        if image is not None and list(size) != [image.get("height"), image.get("width")]:
-            return f"RLE size {size} differs from the image's [height, width]"
-        return None
-    return _polygon_problem(seg)
+    repair: str = ""
+    value: Any = None
 
 
 def _is_id(value: Any) -> bool:
@@ -92,9 +110,18 @@ def _is_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _shown(value: Any) -> str:
     """A value with its type, so that "1" (a string) and 1 (an int) read differently."""
     return f"{value!r} ({type(value).__name__})"
+
+
+def _id_problem(field: str, value: Any) -> str:
+    hint = f": {ID_HINT}" if isinstance(value, (str, float)) else ""
+    return f"{field} must be an integer, found {_shown(value)}{hint}"
 
 
 def _structure_problems(data: dict[str, Any], file: str, keys: tuple[str, ...]) -> list[Problem]:
@@ -109,7 +136,7 @@ def _structure_problems(data: dict[str, Any], file: str, keys: tuple[str, ...]) 
                                         fatal=kind == "category"))
                 continue
             if not _is_id(record.get("id")):
-                problems.append(Problem(file, kind, f"#{position}", f"id must be an integer, found {_shown(record.get('id'))}",
+                problems.append(Problem(file, kind, f"#{position}", _id_problem("id", record.get("id")),
                                         fatal=kind == "category"))
             if kind == "image":
                 for size in ("width", "height"):
@@ -120,18 +147,136 @@ def _structure_problems(data: dict[str, Any], file: str, keys: tuple[str, ...]) 
             if kind == "annotation":
                 for ref in ("image_id", "category_id"):
                     if not _is_id(record.get(ref)):
-                        problems.append(Problem(file, "annotation", record.get("id"),
-                                                f"{ref} must be an integer, found {_shown(record.get(ref))}"))
+                        problems.append(Problem(file, "annotation", record.get("id"), _id_problem(ref, record.get(ref))))
+    return problems
+
+
+def image_path_problem(img: dict[str, Any]) -> str | None:
+    """Why ``img`` names no readable path (no file_name or coco_url, or one of the wrong type), or None."""
+    if "file_name" in img:
+        name = img["file_name"]
+        if not (isinstance(name, str) and name and "\x00" not in name):
+            return f"file_name must be a non-empty path string, found {_shown(name)}"
+        return None
+    if "coco_url" not in img:
+        return "neither file_name nor coco_url"
+    url = img["coco_url"]
+    if not (isinstance(url, str) and len([p for p in url.split("/") if p]) >= 2 and "\x00" not in url):
+        return f"coco_url must be a URL ending in <folder>/<file> (there is no file_name), found {_shown(url)}"
+    return None
+
+
+def _image_problems(img: dict[str, Any], file: str, cat_ids: Counter, labeled: bool) -> list[Problem]:
+    problems = []
+    reason = image_path_problem(img)
+    if reason:
+        problems.append(Problem(file, "image", img["id"], reason))
+    for key in LISTS:
+        if key not in img:
+            if labeled:
+                problems.append(Problem(file, "image", img["id"], f"{key} is missing (LVIS requires it of every "
+                                        "image; LVISEval stops on its absence)", repair="empty list", value=key))
+            continue
+        listed = img[key]
+        if not isinstance(listed, list):
+            problems.append(Problem(file, "image", img["id"], f"{key} must be a list, found {_shown(listed)}"))
+            continue
+        bad = [c for c in listed if not _is_id(c) or c not in cat_ids]
+        if bad:
+            problems.append(Problem(file, "image", img["id"], f"{key} names unknown categories {[_shown(c) for c in bad[:5]]}",
+                                    repair="known ids", value=key))
+    return problems
+
+
+def _segmentation_problem(seg: Any, image: dict[str, Any] | None) -> str | None:
+    size = (image["height"], image["width"]) if image is not None and _size_ok(image) else (None, None)
+    if isinstance(seg, dict):
+        reason = rle_problems([seg])[0]
+        if reason:
+            return reason
+        if size[0] is not None and list(seg["size"]) != list(size):
+            return f"RLE size {seg['size']} differs from the image's [height, width] {list(size)}"
+        return None
+    return polygon_problem(seg, *size)
+
+
+def _area_problem(ann: dict[str, Any], image: dict[str, Any] | None) -> tuple[str, float | None] | None:
+    """(reason, the mask's area for the repair) when ``area`` is missing, not a finite number, or
+    inconsistent with the (valid) segmentation; None if it is fine."""
+    if image is None or not _size_ok(image):
+        return None
+    height, width = image["height"], image["width"]
+    seg = ann["segmentation"]
+    area = ann.get("area")
+    if "area" not in ann:
+        return "area is missing", mask_area(seg, height, width)
+    if not _is_number(area):
+        return f"area must be a number, found {_shown(area)}", mask_area(seg, height, width)
+    if not math.isfinite(area) or area < 0:
+        return f"area must be a finite number >= 0, found {area!r}", mask_area(seg, height, width)
+    if isinstance(seg, list):
+        low, high, tol = polygon_area_bounds(seg)
+    else:
+        rle = seg if not isinstance(seg["counts"], list) else mask_util.frPyObjects(seg, height, width)
+        low = high = float(mask_util.area(rle))
+        _, _, w, h = mask_util.toBbox(rle).tolist()
+        tol = area_tolerance(2 * (w + h))
+    if not low - tol <= area <= high + tol:
+        return (f"area {area!r} is inconsistent with the mask ({low:.6g}" + (f"..{high:.6g}" if high != low else "")
+                + f" pixels, +-{tol:.6g} for its boundary)"), mask_area(seg, height, width)
+    return None
+
+
+def _ignore_problem(ann: dict[str, Any]) -> str | None:
+    if "ignore" in ann and ann["ignore"] not in (0, 1):
+        return f"ignore must be 0 or 1 (or false / true), found {_shown(ann['ignore'])}"
+    if "ignore" in ann and isinstance(ann["ignore"], float):
+        return f"ignore must be 0 or 1 (or false / true), found {_shown(ann['ignore'])}"
+    return None
+
+
+def _annotation_problems(ann: dict[str, Any], file: str, images: dict[int, dict], cat_ids: Counter) -> list[Problem]:
+    aid = ann.get("id")
+    problems = []
+    image = images.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
+    if image is None and _is_id(ann.get("image_id")):
+        problems.append(Problem(file, "annotation", aid, f"image_id {_shown(ann.get('image_id'))} is not an image"))
+    if _is_id(ann.get("category_id")) and ann["category_id"] not in cat_ids:
+        problems.append(Problem(file, "annotation", aid, f"category_id {_shown(ann.get('category_id'))} is not a category"))
+    bbox = ann.get("bbox")
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) and math.isfinite(v) for v in bbox)):
+        problems.append(Problem(file, "annotation", aid, f"bbox must be 4 finite numbers, found {bbox!r}"))
+    elif bbox[2] <= 0 or bbox[3] <= 0:
+        problems.append(Problem(file, "annotation", aid, f"degenerate bbox {bbox} (width or height <= 0)"))
+    elif image is not None and (bbox[0] >= _size(image, "width") or bbox[1] >= _size(image, "height")
+                                or bbox[0] + bbox[2] <= 0 or bbox[1] + bbox[3] <= 0):  # fmt: skip
+        problems.append(Problem(file, "annotation", aid, f"bbox {bbox} lies outside the image"))
+    reason = _ignore_problem(ann)
+    if reason:
+        problems.append(Problem(file, "annotation", aid, reason))
+    if "segmentation" not in ann:
+        problems.append(Problem(file, "annotation", aid, "segmentation is missing (a box-only annotation: the "
+                                "pipeline trains and evaluates masks)"))
+        return problems
+    reason = _segmentation_problem(ann["segmentation"], image)
+    if reason:
+        problems.append(Problem(file, "annotation", aid, reason))
+        return problems  # the area is checked against a valid mask only
+    area = _area_problem(ann, image)
+    if area is not None:
+        problems.append(Problem(file, "annotation", aid, area[0], repair="area", value=area[1]))
     return problems
 
 
 def find_json_problems(
     data: dict[str, Any], path: str | Path, *, require_annotations: bool = True
 ) -> list[Problem]:
-    """Every structural and cross-reference problem of an LVIS json (nothing read from disk).
+    """Every structural, cross-reference and geometric problem of an LVIS json (nothing read from
+    disk), for every field of FIELDS_READ: presence, type, and consistency with the geometry (box
+    inside the image, masks that pycocotools can decode at the image's size, area of the mask).
 
     Structure first: a record that is not an object, or has no integer id, is reported and then left
-    out of the cross-reference checks (which would only repeat it)."""
+    out of the other checks (which would only repeat it)."""
     file = str(path)
     keys = ("images", "categories") + (("annotations",) if require_annotations or "annotations" in data else ())
     problems = [
@@ -143,10 +288,11 @@ def find_json_problems(
         problems.append(Problem(file, "dataset", None, "'annotations' is not a list", fatal=True))
     if problems:
         return problems
+    labeled = require_annotations or bool(data.get("annotations"))  # an image list does without LVIS's lists
     problems = _structure_problems(data, file, keys)
     valid_images = [img for img in data["images"] if isinstance(img, dict) and _is_id(img.get("id"))]
     valid_cats = [cat for cat in data["categories"] if isinstance(cat, dict) and _is_id(cat.get("id"))]
-    valid_anns = [ann for ann in data.get("annotations", []) if isinstance(ann, dict)]
+    valid_anns = [ann for ann in data.get("annotations", []) if isinstance(ann, dict) and _is_id(ann.get("id"))]
     image_ids = Counter(img["id"] for img in valid_images)
     problems += [Problem(file, "image", i, f"duplicate image id ({n} images)", fatal=True)
                  for i, n in image_ids.items() if n > 1]  # fmt: skip
@@ -154,48 +300,29 @@ def find_json_problems(
     problems += [Problem(file, "category", i, f"duplicate category id ({n} categories)", fatal=True)
                  for i, n in cat_ids.items() if n > 1]  # fmt: skip
     for cat in valid_cats:
+        name = cat.get("name")
+        if not (isinstance(name, str) and name):
+            problems.append(Problem(file, "category", cat["id"], f"name must be a non-empty string, found {_shown(name)}",
+                                    repair="name"))
         if cat.get("frequency") not in FREQUENCIES:
             problems.append(Problem(file, "category", cat.get("id"),
-                                    f"({cat.get('name')}): frequency must be one of r/c/f, found {cat.get('frequency')!r}"))  # fmt: skip
+                                    f"({name}): frequency must be one of r/c/f, found {cat.get('frequency')!r}",
+                                    repair="frequency"))  # fmt: skip
     images = {img["id"]: img for img in valid_images}
     for img in valid_images:
-        if "file_name" not in img and "coco_url" not in img:
-            problems.append(Problem(file, "image", img.get("id"), "neither file_name nor coco_url"))
-        for key in ("neg_category_ids", "not_exhaustive_category_ids"):
-            listed = img.get(key, [])
-            if not isinstance(listed, list):
-                problems.append(Problem(file, "image", img["id"], f"{key} must be a list, found {_shown(listed)}"))
-                continue
-            bad = [c for c in listed if not _is_id(c) or c not in cat_ids]
-            if bad:
-                problems.append(Problem(file, "image", img.get("id"),
-                                        f"{key} names unknown categories {[_shown(c) for c in bad[:5]]}"))
+        problems += _image_problems(img, file, cat_ids, labeled)
     ann_ids: Counter = Counter()
     for ann in valid_anns:
         aid = ann.get("id")
         ann_ids[aid] += 1
         if ann_ids[aid] == 2:
             problems.append(Problem(file, "annotation", aid, DUPLICATE_ANNOTATION))
-        image = images.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
-        if image is None and _is_id(ann.get("image_id")):
-            problems.append(Problem(file, "annotation", aid, f"image_id {_shown(ann.get('image_id'))} is not an image"))
-        if _is_id(ann.get("category_id")) and ann["category_id"] not in cat_ids:
-            problems.append(Problem(file, "annotation", aid,
-                                    f"category_id {_shown(ann.get('category_id'))} is not a category"))
-        bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in bbox)):  # fmt: skip
-            problems.append(Problem(file, "annotation", aid, f"bbox must be 4 finite numbers, found {bbox!r}"))
-        elif bbox[2] <= 0 or bbox[3] <= 0:
-            problems.append(Problem(file, "annotation", aid, f"degenerate bbox {bbox} (width or height <= 0)"))
-        elif image is not None and (bbox[0] >= _size(image, "width") or bbox[1] >= _size(image, "height")
-                                    or bbox[0] + bbox[2] <= 0 or bbox[1] + bbox[3] <= 0):  # fmt: skip
-            problems.append(Problem(file, "annotation", aid, f"bbox {bbox} lies outside the image"))
-        if "segmentation" in ann:
-            reason = _segmentation_problem(ann["segmentation"], image)
-            if reason:
-                problems.append(Problem(file, "annotation", aid, reason))
+        problems += _annotation_problems(ann, file, images, cat_ids)
     return problems
+
+
+def _size_ok(image: dict[str, Any]) -> bool:
+    return all(_is_id(image.get(k)) and image[k] > 0 for k in ("height", "width"))
 
 
 def _size(image: dict[str, Any], key: str) -> float:
@@ -210,7 +337,7 @@ def format_problems(problems: list[Problem], path: str | Path, limit: int = 20) 
 
 
 def check_lvis(data: dict[str, Any], path: str | Path, *, require_annotations: bool = True) -> None:
-    """Raise DatasetError listing the problems of an LVIS json (structure and cross references)."""
+    """Raise DatasetError listing the problems of an LVIS json (structure, cross references, geometry)."""
     problems = find_json_problems(data, path, require_annotations=require_annotations)
     if problems:
         raise DatasetError(format_problems(problems, path))
@@ -311,7 +438,9 @@ def subset(data: dict[str, Any], image_ids: set[int], *, recount: bool = True) -
 
 
 def dataset_dicts(data: dict[str, Any], image_root: str | Path) -> list[dict[str, Any]]:
-    """detectron2 dataset dicts (category ids mapped to contiguous indices, XYWH_ABS boxes)."""
+    """detectron2 dataset dicts (category ids mapped to contiguous indices, XYWH_ABS boxes). The
+    trainer's mapper takes masks as polygons: an RLE annotation is given as its contour polygons
+    (stages.data.masks.mask_polygons; holes filled)."""
     from detectron2.structures import BoxMode
 
     index = category_index(data)
@@ -332,7 +461,8 @@ def dataset_dicts(data: dict[str, Any], image_root: str | Path) -> list[dict[str
                     "bbox": ann["bbox"],
                     "bbox_mode": BoxMode.XYWH_ABS,
                     "category_id": index[ann["category_id"]],
-                    "segmentation": ann["segmentation"],
+                    "segmentation": (ann["segmentation"] if isinstance(ann["segmentation"], list)
+                                     else mask_polygons(ann["segmentation"], img["height"], img["width"])),
                     "iscrowd": 0,
                 }
                 for ann in by_image[img["id"]]

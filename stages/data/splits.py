@@ -19,16 +19,18 @@ from typing import Any
 
 import numpy as np
 
+from stages.core.splits import holdout_size
 from stages.data.lvis import subset
 
 
 def split_image_ids(image_ids: list[int], holdout_fraction: float, seed: int) -> tuple[set[int], set[int]]:
-    """(train_ids, holdout_ids): a seeded permutation, holdout = round(fraction * n), at least 1."""
+    """(train_ids, holdout_ids): a seeded permutation, holdout = round(fraction * n), at least 1
+    (stages.core.splits.holdout_size). ValueError when there are fewer than 2 images."""
     if len(image_ids) < 2:
-        raise ValueError(f"cannot split {len(image_ids)} image(s) into train and holdout")
+        raise ValueError(f"cannot split {len(image_ids)} image(s) in two parts: at least 2 are needed")
     ordered = np.array(sorted(image_ids))
     perm = np.random.default_rng(seed).permutation(len(ordered))
-    n_holdout = min(max(1, int(round(holdout_fraction * len(ordered)))), len(ordered) - 1)
+    n_holdout = holdout_size(len(ordered), holdout_fraction)
     holdout = {int(i) for i in ordered[perm[:n_holdout]]}
     train = {int(i) for i in ordered[perm[n_holdout:]]}
     return train, holdout

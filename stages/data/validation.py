@@ -2,25 +2,33 @@
 
 Finds every problem at once (not just the first), with file, record and reason:
 
-* json structure and cross references (stages.data.lvis.find_json_problems): duplicate ids,
-  annotations pointing at missing images or categories, degenerate or out-of-image boxes, empty,
-  too short or zero-area polygons, RLE of the wrong size, category frequency missing, unknown
-  category ids in neg/not_exhaustive lists;
+* json structure, cross references and geometry (stages.data.lvis.find_json_problems), for every
+  field a stage reads (stages.data.lvis.FIELDS_READ): duplicate ids, annotations pointing at
+  missing images or categories, degenerate or out-of-image boxes, missing, empty, too short,
+  zero-area or far-away polygons, RLEs of the wrong size or whose run lengths do not add up to
+  height x width, a missing or non-numeric ``area`` or one inconsistent with the mask, a missing
+  ``segmentation`` (a box-only export), the image-level lists LVIS requires, category frequency
+  and name;
 * the image files (``dataset.image_check``): ``exists``, ``header`` (PIL can identify it and its
-  size equals the json's width/height: LVIS masks are decoded at the json size), or ``decode``
-  (header + a full decode, which also catches truncated files);
+  size *as the pipeline reads it*, after the EXIF orientation, equals the json's width/height:
+  LVIS masks are decoded at the json size), or ``decode`` (header + a full decode, which also
+  catches truncated files);
 * across train and val: an image file in both (leakage).
 
 ``dataset.on_invalid``: ``fail`` stops and lists every problem; ``skip`` repairs what can be repaired
-and says how: an annotation with a problem is dropped; an image with a problem is dropped with its
-annotations; unknown ids in neg/not_exhaustive lists are removed; a missing frequency is derived
-from the train set's image count with LVIS's rule (r: at most 10 images, c: 11-100, f: more). Broken
-structure (missing lists, duplicate image or category ids, leakage) is fatal in both modes.
+and says how (:data:`REPAIRS`): an annotation with a problem is dropped; an image with a problem is
+dropped with its annotations; unknown ids in neg/not_exhaustive lists are removed; an absent
+neg/not_exhaustive list is read as empty; an absent, non-numeric or inconsistent ``area`` becomes
+the mask's area; a missing category name becomes ``category_<id>``; a missing frequency is derived
+from the train set's image count with LVIS's rule (r: at most 10 images, c: 11-100, f: more); a photo
+whose json size is its size before the EXIF rotation gets the rotated size, and its annotations are
+turned with it. Broken structure (missing lists, duplicate image or category ids, leakage) is fatal
+in both modes.
 
-The report (CSV: file, kind, record_id, reason, action) is written in both modes.
+The report (CSV: file, kind, record_id, reason, action) is written in both modes: every repair is a row.
 
 The unlabeled pool of a user's data set is a folder of image files: :func:`pool_images` lists the
-readable ones as an images-only json and reports the others.
+readable ones as an images-only json (with their oriented sizes) and reports the others.
 """
 
 from __future__ import annotations
@@ -30,11 +38,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pycocotools.mask as mask_util
 from PIL import Image
 from tqdm import tqdm
 
 from stages.core.calibration import FREQUENCIES
+from stages.data.images import SWAPS_SIDES, exif_orientation, oriented_size
 from stages.data.lvis import (
     DUPLICATE_ANNOTATION,
     DatasetError,
@@ -45,6 +56,7 @@ from stages.data.lvis import (
     frequency_group,
     image_counts,
     image_path,
+    image_path_problem,
     read_json,
 )
 
@@ -54,22 +66,28 @@ IMAGE_CHECKS = ("exists", "header", "decode")
 REPORT_COLUMNS = ("file", "kind", "record_id", "reason", "action")
 
 
-def _image_problem(image: dict[str, Any], path: Path, check: str) -> str | None:
+def _image_problem(image: dict[str, Any], path: Path, check: str) -> tuple[str, int] | None:
+    """(reason, EXIF orientation to repair with, or 0) when the file at ``path`` fails ``check``."""
     if not path.is_file():
-        return f"image file not found: {path}"
+        return f"image file not found: {path}", 0
     if check == "exists":
         return None
     try:
         with Image.open(path) as im:
-            size = im.size
+            stored = im.size
+            size = oriented_size(im)
+            orientation = exif_orientation(im)
             if check == "decode":
                 im.load()  # full decode: a truncated or corrupt body fails here, not in a training worker
     except Exception as exc:  # PIL raises several types for bad data
-        return f"unreadable image {path} ({type(exc).__name__}: {exc})"
+        return f"unreadable image {path} ({type(exc).__name__}: {exc})", 0
     expected = (image.get("width"), image.get("height"))
-    if None not in expected and tuple(size) != expected:
-        return f"image {path} is {size[0]}x{size[1]}, the json says {expected[0]}x{expected[1]}"
-    return None
+    if None in expected or tuple(size) == expected:
+        return None
+    if orientation in SWAPS_SIDES and tuple(stored) == expected:
+        return (f"image {path} carries EXIF orientation {orientation} (turned a quarter): read as detectron2 reads it, "
+                f"it is {size[0]}x{size[1]}; the json says {expected[0]}x{expected[1]}, its size before the turn"), orientation
+    return f"image {path} is {size[0]}x{size[1]}, the json says {expected[0]}x{expected[1]}", 0
 
 
 def outside_root_problem(image: dict[str, Any], root: Path) -> str | None:
@@ -93,7 +111,7 @@ def image_file_problems(data: dict[str, Any], file: str, image_root: str | Path,
     (or, through a training job, reveal) files elsewhere."""
     if check not in IMAGE_CHECKS:
         raise ValueError(f"dataset.image_check must be one of {IMAGE_CHECKS}, found {check!r}")
-    images = [img for img in data["images"] if "file_name" in img or "coco_url" in img]
+    images = [img for img in data["images"] if image_path_problem(img) is None]  # the others are json problems
     problems: list[Problem] = []
     if not allow_outside:
         outside = {img["id"]: reason for img in images if (reason := outside_root_problem(img, Path(image_root)))}
@@ -101,9 +119,10 @@ def image_file_problems(data: dict[str, Any], file: str, image_root: str | Path,
         images = [img for img in images if img["id"] not in outside]
     paths = [image_path(img, image_root) for img in images]
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        reasons = list(tqdm(pool.map(_image_problem, images, paths, [check] * len(images)), total=len(images),
-                            desc=f"check images ({check})", unit="img"))  # fmt: skip
-    return problems + [Problem(file, "image", img["id"], reason) for img, reason in zip(images, reasons) if reason]
+        found = list(tqdm(pool.map(_image_problem, images, paths, [check] * len(images)), total=len(images),
+                          desc=f"check images ({check})", unit="img"))  # fmt: skip
+    return problems + [Problem(file, "image", img["id"], f[0], repair="orientation" if f[1] else "", value=f[1] or None)
+                       for img, f in zip(images, found) if f]  # fmt: skip
 
 
 def train_image_counts(data: dict[str, Any]) -> dict[int, int]:
@@ -130,8 +149,57 @@ def drop_malformed(data: dict[str, Any], problems: list[Problem]) -> dict[str, A
                        for key, drop in positions.items() if drop}}
 
 
+# How skip mode repairs a Problem (its ``repair``); a problem without one drops its record.
+REPAIRS = {
+    "known ids": "fixed: unknown category ids removed from the list",
+    "empty list": "fixed: the absent list read as empty",
+    "area": "fixed: area set to the mask's area",
+    "name": "fixed: name set to category_<id>",
+    "orientation": "fixed: the image's EXIF turn applied to its size and annotations",
+    "frequency": "fixed: frequency",  # completed with the counts once they are known
+}
+
+# Where each EXIF orientation (2-8) sends the point (x, y) of a width x height image, as PIL's
+# transpose (detectron2's _apply_exif_orientation) moves its pixels.
+_ORIENTED_POINT = {
+    2: lambda x, y, w, h: (w - x, y),
+    3: lambda x, y, w, h: (w - x, h - y),
+    4: lambda x, y, w, h: (x, h - y),
+    5: lambda x, y, w, h: (y, x),
+    6: lambda x, y, w, h: (h - y, x),
+    7: lambda x, y, w, h: (h - y, w - x),
+    8: lambda x, y, w, h: (y, w - x),
+}
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+
+
+def oriented_annotation(ann: dict[str, Any], orientation: int, width: int, height: int) -> dict[str, Any]:
+    """``ann`` of a ``width`` x ``height`` image (as stored) moved onto the image turned by its EXIF
+    ``orientation``: box corners and polygon points by the same map as the pixels, an RLE mask
+    decoded, transposed by PIL as detectron2 turns the image, and encoded again. The area stays."""
+    point = _ORIENTED_POINT[orientation]
+    out = dict(ann)
+    x, y, w, h = ann["bbox"]
+    corners = np.array([point(cx, cy, width, height) for cx in (x, x + w) for cy in (y, y + h)], dtype=np.float64)
+    x0, y0 = corners.min(axis=0)
+    x1, y1 = corners.max(axis=0)
+    out["bbox"] = [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+    seg = ann["segmentation"]
+    if isinstance(seg, list):
+        out["segmentation"] = [[float(c) for i in range(0, len(poly), 2) for c in point(poly[i], poly[i + 1], width, height)]
+                               for poly in seg]  # fmt: skip
+    else:
+        rle = mask_util.frPyObjects(seg, height, width) if isinstance(seg["counts"], list) else seg
+        mask = Image.fromarray(mask_util.decode(rle) * np.uint8(255)).transpose(_TRANSPOSE[orientation])
+        turned = mask_util.encode(np.asfortranarray((np.asarray(mask) > 0).astype(np.uint8)))
+        out["segmentation"] = {"size": turned["size"], "counts": turned["counts"].decode("ascii")}
+    return out
+
+
 def repair(data: dict[str, Any], problems: list[Problem], counts: dict[int, int] | None = None) -> tuple[dict, list[str]]:
-    """(the dataset without the records that have problems, the action taken for each problem).
+    """(the dataset repaired: records with problems dropped or fixed, the action taken for each problem).
 
     ``counts`` (category id -> training images) decides a missing frequency; default: this
     dataset's own counts after the repair (right for the train set; pass the train counts for val).
@@ -139,12 +207,13 @@ def repair(data: dict[str, Any], problems: list[Problem], counts: dict[int, int]
     actions: list[str] = []
     dropped_images: set[Any] = set()
     broken_anns: set[Any] = set()  # every copy dropped; of duplicated ids only the first copy stays
-    cat_ids = {c["id"] for c in data["categories"]}
+    fixes: dict[tuple[str, Any], list[Problem]] = {}
     for p in problems:
         if _malformed(p):
             actions.append("dropped the malformed record")  # already left out by drop_malformed
-        elif p.kind == "image" and ("neg_category_ids" in p.reason or "not_exhaustive_category_ids" in p.reason):
-            actions.append("fixed: unknown category ids removed from the list")
+        elif p.repair:
+            fixes.setdefault((p.kind, p.record_id), []).append(p)
+            actions.append(REPAIRS[p.repair])
         elif p.kind == "image":
             dropped_images.add(p.record_id)
             actions.append("dropped the image and its annotations")
@@ -153,43 +222,64 @@ def repair(data: dict[str, Any], problems: list[Problem], counts: dict[int, int]
                 broken_anns.add(p.record_id)
             actions.append("dropped the annotation")
         else:
-            actions.append("")  # categories: filled in below, once the counts are known
+            actions.append("")
+    cat_ids = {c["id"] for c in data["categories"]}
+    images = []
+    turned: dict[int, tuple[int, int, int]] = {}  # image id -> (orientation, stored width, stored height)
+    for img in data["images"]:
+        if img["id"] in dropped_images:
+            continue
+        img = dict(img)
+        for p in fixes.get(("image", img["id"]), []):
+            if p.repair == "known ids":
+                img[p.value] = [c for c in img[p.value] if isinstance(c, int) and not isinstance(c, bool) and c in cat_ids]
+            elif p.repair == "empty list":
+                img[p.value] = []
+            elif p.repair == "orientation":
+                turned[img["id"]] = (p.value, img["width"], img["height"])
+                img["width"], img["height"] = img["height"], img["width"]
+        images.append(img)
     seen_ann: set[Any] = set()
     annotations = []
     for ann in data.get("annotations", []):
         aid = ann.get("id")
         if aid not in broken_anns and aid not in seen_ann and ann.get("image_id") not in dropped_images:
+            for p in fixes.get(("annotation", aid), []):
+                ann = {**ann, "area": p.value}  # the only annotation repair
+            if ann["image_id"] in turned:
+                ann = oriented_annotation(ann, *turned[ann["image_id"]])
             annotations.append(ann)
         seen_ann.add(aid)
-    images = []
-    for img in data["images"]:
-        if img["id"] in dropped_images:
-            continue
-        img = dict(img)
-        for key in ("neg_category_ids", "not_exhaustive_category_ids"):
-            if key in img:
-                img[key] = [c for c in img[key] if c in cat_ids] if isinstance(img[key], list) else []
-        images.append(img)
     cleaned = {**data, "images": images, "categories": [dict(c) for c in data["categories"]]}
     if "annotations" in data:
         cleaned["annotations"] = annotations
+    for cat in cleaned["categories"]:
+        if any(p.repair == "name" for p in fixes.get(("category", cat["id"]), [])):
+            cat["name"] = f"category_{cat['id']}"
     if counts is None:
         counts = train_image_counts(cleaned)
     for i, p in enumerate(problems):
-        if p.kind == "category":
+        if p.kind == "category" and p.repair == "frequency":
             cat = next(c for c in cleaned["categories"] if c.get("id") == p.record_id)
             cat["frequency"] = frequency_group(counts.get(p.record_id, 0))
             actions[i] = f"fixed: frequency '{cat['frequency']}' from {counts.get(p.record_id, 0)} train images"
+        elif p.repair == "area":
+            actions[i] = f"fixed: area set to the mask's area {p.value:g}"
+        elif p.repair == "orientation":
+            actions[i] = (f"fixed: EXIF orientation {p.value} applied to the image's size (width and height swapped) and "
+                          "its annotations")
+        elif p.repair == "empty list":
+            actions[i] = f"fixed: the absent {p.value} read as empty"
     return cleaned, actions
 
 
 def leakage_problems(train: dict[str, Any], val: dict[str, Any], val_file: str, image_root: str | Path) -> list[Problem]:
-    train_files = {image_path(img, image_root).resolve() for img in train["images"] if "file_name" in img or "coco_url" in img}
+    train_files = {image_path(img, image_root).resolve() for img in train["images"] if image_path_problem(img) is None}
     return [
         Problem(val_file, "image", img["id"], f"the same file {image_path(img, image_root)} is in the train set (leakage)",
                 fatal=True)  # fmt: skip
         for img in val["images"]
-        if ("file_name" in img or "coco_url" in img) and image_path(img, image_root).resolve() in train_files
+        if image_path_problem(img) is None and image_path(img, image_root).resolve() in train_files
     ]
 
 
@@ -266,7 +356,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
 def pool_images(unlabeled_dir: Path, first_id: int) -> tuple[list[dict[str, Any]], list[Problem]]:
-    """(the readable pool images as json dicts, a problem per unreadable file)."""
+    """(the readable pool images as json dicts, with their sizes after the EXIF orientation, as every
+    stage reads them; a problem per unreadable file)."""
     files = sorted(p for p in unlabeled_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DatasetError(f"{unlabeled_dir}: no .jpg/.jpeg/.png images found")
@@ -274,7 +365,7 @@ def pool_images(unlabeled_dir: Path, first_id: int) -> tuple[list[dict[str, Any]
     for offset, path in enumerate(tqdm(files, desc="pool", unit="img")):
         try:
             with Image.open(path) as im:
-                width, height = im.size
+                width, height = oriented_size(im)
         except Exception as exc:  # PIL raises several types for bad data
             problems.append(Problem(str(unlabeled_dir), "pool image", str(path), f"unreadable image ({exc})"))
             continue

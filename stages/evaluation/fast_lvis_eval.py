@@ -13,8 +13,9 @@ What is reproduced from lvis 0.5.3 (``results.py``, ``eval.py``, ``lvis.py``), q
   reverse=True)``: ties keep the input order) *before* any other filtering, so dropped detections
   still count towards the cap.
 * Detection area: ``w * h`` of the box when the first kept detection has a 'bbox' -- also for segm
-  (detectron2-style results carry both) -- otherwise the RLE mask area. The 'area' a caller passes
-  is overwritten.
+  (detectron2-style results carry both) -- otherwise the RLE mask area, also for bbox. The 'area' a
+  caller passes is overwritten. A detection without a mask is scored for segm with its box as the
+  mask (polygon); one without a box for bbox with its mask's box (``toBbox``).
 * ``get_ann_ids`` keeps only annotations/detections with ``0 < area < inf`` and a category of the
   ground truth: gt with area 0 vanish (also from the image's positive set), so do empty boxes.
 * A detection is evaluated only if its category has gt in its image or is in the image's
@@ -48,6 +49,8 @@ import pandas as pd
 import pycocotools.mask as mask_util
 
 from stages.data.lvis import segmentation_rle
+from stages.data.masks import box_polygon, mask_box
+from stages.utils.watchdog import guarded
 
 # Exactly LVISEval's Params (np.linspace, not arange: the recall points are compared bit for bit).
 IOU_THRS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -167,16 +170,18 @@ class _GroundTruth:
                 r = int(self.img[todo[s]])
                 h, w = self.heights[r], self.widths[r]
                 single, polygons = [], []
-                for i in todo[s:e].tolist():
-                    seg = self.anns[i]["segmentation"]
-                    # a 4-number list is read as a box by frPyObjects when it comes first: never batched
-                    if isinstance(seg, list) and len(seg) == 1 and len(seg[0]) > 4:
-                        single.append(i)
-                        polygons.append(seg[0])
-                    else:
-                        self._rles[i] = segmentation_rle(seg, h, w)
-                if polygons:
-                    self._rles.update(zip(single, mask_util.frPyObjects(polygons, h, w)))
+                with guarded(f"pycocotools masks of the ground truth of image {int(self.img_ids[r])}, annotations "
+                             f"{self.ann_id[todo[s:e]][:10].tolist()}"):
+                    for i in todo[s:e].tolist():
+                        seg = self.anns[i]["segmentation"]
+                        # a 4-number list is read as a box by frPyObjects when it comes first: never batched
+                        if isinstance(seg, list) and len(seg) == 1 and len(seg[0]) > 4:
+                            single.append(i)
+                            polygons.append(seg[0])
+                        else:
+                            self._rles[i] = segmentation_rle(seg, h, w)
+                    if polygons:
+                        self._rles.update(zip(single, mask_util.frPyObjects(polygons, h, w)))
         return [self._rles[i] for i in idx.tolist()]
 
 
@@ -196,19 +201,37 @@ class _Records:
         return "bbox" in self.dets[i]
 
     def boxes(self, idx: np.ndarray) -> np.ndarray:
+        """The boxes; a detection without one has its mask's (LVISResults' toBbox)."""
         try:
             boxes = map(itemgetter("bbox"), map(self.dets.__getitem__, idx.tolist()))
             flat = np.fromiter(itertools.chain.from_iterable(boxes), dtype=np.float64, count=4 * len(idx))
         except KeyError:
-            raise ValueError("some detections lack 'bbox' (needed for bbox evaluation, and for segm when the "
-                             "first kept detection has one: LVISResults then takes w * h as the area)") from None
+            return np.array([self._box(i) for i in idx.tolist()], dtype=np.float64).reshape(-1, 4)
         return flat.reshape(-1, 4)
 
+    def _box(self, i: int) -> list[float]:
+        det = self.dets[i]
+        if "bbox" in det:
+            return det["bbox"]
+        if "segmentation" not in det:
+            raise ValueError(f"detection #{i} has neither 'bbox' nor 'segmentation'")
+        with guarded(f"pycocotools toBbox of the mask of detection #{i} (image {det.get('image_id')})"):
+            return mask_box(det["segmentation"])
+
     def segms(self, idx: np.ndarray) -> list[Any]:
+        """The masks; a detection without one has its box as a polygon (LVISResults)."""
         try:
             return list(map(itemgetter("segmentation"), map(self.dets.__getitem__, idx.tolist())))
         except KeyError:
-            raise ValueError("detections lack 'segmentation', needed for segm evaluation") from None
+            return [self._segm(i) for i in idx.tolist()]
+
+    def _segm(self, i: int) -> Any:
+        det = self.dets[i]
+        if "segmentation" in det:
+            return det["segmentation"]
+        if "bbox" not in det:
+            raise ValueError(f"detection #{i} has neither 'bbox' nor 'segmentation'")
+        return box_polygon(det["bbox"])
 
 
 class _TableRecords:
@@ -248,7 +271,10 @@ class _TableRecords:
 
 def _mask_areas(rles: list[Any]) -> np.ndarray:
     """pycocotools ``area`` of each RLE, in chunks: pycocotools 2.0.11 overflows on lists of 256 or more."""
-    chunks = [mask_util.area(rles[i:i + 255]) for i in range(0, len(rles), 255)]
+    chunks = []
+    for i in range(0, len(rles), 255):
+        with guarded(f"pycocotools mask areas of detections {i}..{min(i + 255, len(rles)) - 1} (in area order)"):
+            chunks.append(mask_util.area(rles[i:i + 255]))
     return np.concatenate(chunks).astype(np.float64) if chunks else np.zeros(0)
 
 
@@ -309,7 +335,9 @@ def _edges(gt: _GroundTruth, src: _Records, d: dict[str, np.ndarray], iou_type: 
     for s, e, g0, g1 in zip(bounds[:-1].tolist(), bounds[1:].tolist(), gt_lo, gt_hi):
         gsel = gt_order[g0:g1]
         dsel = rel[s:e]
-        ious = np.asarray(mask_util.iou(det_objs[s:e], gt_objs[g0:g1], np.zeros(len(gsel), dtype=np.uint8))).reshape(len(dsel), len(gsel))
+        with guarded(f"pycocotools.mask.iou on image {int(gt.img_ids[d['img'][dsel[0]]])}, detections "
+                     f"{d['src'][dsel][:10].tolist()} x annotations {gt.ann_id[gsel][:10].tolist()}"):
+            ious = np.asarray(mask_util.iou(det_objs[s:e], gt_objs[g0:g1], np.zeros(len(gsel), dtype=np.uint8))).reshape(len(dsel), len(gsel))
         if iou_type == "bbox":
             di, gi = np.nonzero((d["cat"][dsel][:, None] == gt.cat[gsel][None, :]) & (ious >= lo))
         else:
@@ -330,7 +358,8 @@ def _compressed_rles(segms: list[Any], img: np.ndarray, gt: _GroundTruth) -> lis
     convert = [not (isinstance(m, dict) and not isinstance(m.get("counts"), list)) for m in segms]
     for k in np.flatnonzero(convert).tolist():
         r = int(img[k])
-        segms[k] = segmentation_rle(segms[k], gt.heights[r], gt.widths[r])
+        with guarded(f"pycocotools conversion of a detection mask on image {int(gt.img_ids[r])}"):
+            segms[k] = segmentation_rle(segms[k], gt.heights[r], gt.widths[r])
     return segms
 
 
@@ -482,13 +511,13 @@ def _detections(gt: _GroundTruth, src: _Records, iou_type: str, max_dets: int) -
     keep = (cat >= 0) & (np.isin(code, gt.pos_codes) | np.isin(code, gt.neg_codes))
     kept, img, cat, code = kept[keep], img[keep], cat[keep], code[keep]
     boxes = np.zeros((len(kept), 4))
-    if len(kept) and iou_type == "segm" and not src.has_box(first):
-        area = _mask_areas(src.segms(kept))  # LVISResults' segm branch
+    if len(kept) and not src.has_box(first):
+        area = _mask_areas(src.segms(kept))  # LVISResults' mask branch: the mask's area, for bbox too
+        if iou_type == "bbox":
+            boxes = src.boxes(kept)  # a missing box is the mask's
     elif len(kept):
-        if iou_type == "segm":
-            src.segms(kept[:1])  # refuse segm without masks up front (LVISResults would make box polygons)
         boxes = src.boxes(kept)
-        area = boxes[:, 2] * boxes[:, 3]  # LVISResults' bbox branch: w * h, for segm too
+        area = boxes[:, 2] * boxes[:, 3]  # LVISResults' box branch: w * h, for segm too
     else:
         area = np.zeros(0)
     order = np.flatnonzero((area > 0) & (area < np.inf))  # get_ann_ids

@@ -6,7 +6,10 @@ default, mask IoU selectable). LVIS's federated rule decides what is judged: a d
 class is neither annotated in the image nor listed in its ``neg_category_ids`` is left out; as
 in LVIS evaluation, an unmatched detection of a class in ``not_exhaustive_category_ids`` is left
 out too (the image may hold unannotated instances of it, so "wrong" would be a guess).
-Detections on images that the ground truth does not have are dropped.
+Detections on images that the ground truth does not have are dropped. A list of LVIS results is
+completed as LVISResults completes it (stages.data.detections.complete_results: a box-only
+detection's mask is its box, a mask-only detection's box is its mask's), so that judging and AP see
+the same detections; every pycocotools call runs under the wall-clock guard (stages.utils.watchdog).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import pandas as pd
 import pycocotools.mask as mask_util
 
 from stages.core.calibration import check_probabilities
+from stages.data.detections import complete_results
 from stages.data.lvis import segmentation_rle
+from stages.utils.watchdog import guarded
 
 JUDGED_COLUMNS = {"image_id": "int64", "category_id": "int64", "score": "float64", "correct": "bool"}
 
@@ -35,7 +40,8 @@ def _check_iou_type(iou_type: str) -> None:
 
 
 def _gt_rle(ann: dict[str, Any], height: int, width: int) -> dict:
-    return segmentation_rle(ann["segmentation"], height, width)
+    with guarded(f"pycocotools mask of annotation {ann.get('id')} on image {ann.get('image_id')} (judging)"):
+        return segmentation_rle(ann["segmentation"], height, width)
 
 
 def _box_iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -66,8 +72,10 @@ def _mask_iou_pairs(segmentations: list, anns: list[dict], images: dict[int, dic
             if g not in gt_rles:
                 img = images[anns[g]["image_id"]]
                 gt_rles[g] = _gt_rle(anns[g], img["height"], img["width"])
-        iou = np.asarray(mask_util.iou([segmentations[d] for d in det_u], [gt_rles[g] for g in gt_u], [0] * len(gt_u)),
-                         dtype=np.float64).reshape(len(det_u), len(gt_u))
+        with guarded(f"pycocotools.mask.iou on image {anns[gt_u[0]]['image_id']} (judging), detections "
+                     f"{det_u[:10].tolist()} x annotations {[anns[g].get('id') for g in gt_u[:10]]}"):
+            iou = np.asarray(mask_util.iou([segmentations[d] for d in det_u], [gt_rles[g] for g in gt_u], [0] * len(gt_u)),
+                             dtype=np.float64).reshape(len(det_u), len(gt_u))
         out[block] = iou[np.searchsorted(det_u, pair_det[block]), np.searchsorted(gt_u, pair_gt[block])]
     return out
 
@@ -76,14 +84,16 @@ def judge_detections(detections: list[dict] | pd.DataFrame, gt: dict[str, Any], 
                      iou_threshold: float = 0.5) -> pd.DataFrame:
     """The judged detections: columns image_id, category_id, score, correct (bool).
 
-    ``detections``: LVIS results (list of dicts) or a frame with the same columns; ``gt``: an LVIS
-    json. Rules in the module docstring. Vectorised: detection-ground-truth pairs of the same
+    ``detections``: LVIS results (list of dicts, checked by stages.data.detections.check_results) or
+    a frame with the same columns; ``gt``: an LVIS json. Rules in the module docstring. Vectorised: detection-ground-truth pairs of the same
     (image, class) are built with numpy, and the greedy matching runs over score ranks -- step r
     matches the r-th best detection of every group at once (groups share no ground truth, so one
     step has no conflicts). Same result as the plain-loop reference in tests/reference_judging.py.
     """
     _check_iou_type(iou_type)
-    frame = detections if isinstance(detections, pd.DataFrame) else pd.DataFrame(list(detections))
+    if not isinstance(detections, pd.DataFrame):
+        detections = complete_results(list(detections), gt, max_dets=-1)
+    frame = detections if isinstance(detections, pd.DataFrame) else pd.DataFrame(detections)
     if frame.empty:
         return _empty_judged()
     needed = {"image_id", "category_id", "score", "bbox" if iou_type == "bbox" else "segmentation"}

@@ -8,6 +8,14 @@ Conventions of the returned metrics:
 * No detections at all: LVISResults refuses an empty list, so an empty result set is built by
   hand and LVISEval runs on it: every group with ground truth gets AP 0.0, the others NaN --
   exactly what detections that match nothing would give.
+
+:func:`evaluate_lvis`, the entry of both evaluators, validates once before either runs: the ground
+truth with stages.data.lvis.load_lvis (every field the evaluators read, masks pycocotools can
+decode; a string id is an error that says how to convert it) and the detections against it with
+stages.data.detections.check_results (LVISResults' rules, its conversions of box-only and mask-only
+results included). So ``evaluator: fast`` and ``evaluator: lvis`` accept and refuse the same
+inputs, and what they accept they score alike. Every pycocotools call of LVISEval runs under the
+wall-clock guard (stages.utils.watchdog), as those of the fast evaluator and judging do.
 """
 
 from __future__ import annotations
@@ -23,7 +31,10 @@ import numpy as np
 import pandas as pd
 
 from stages.core.registry import Registry
+from stages.data.detections import check_results
+from stages.data.lvis import load_lvis
 from stages.utils.compat import ensure_numpy_aliases
+from stages.utils.watchdog import guarded
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 
@@ -49,38 +60,65 @@ def _empty_results(lvis, gt):
     return results
 
 
-def _check_fields(detections: list[dict[str, Any]], iou_type: str) -> None:
-    field = "bbox" if iou_type == "bbox" else "segmentation"
-    lacking = sum(1 for d in detections if field not in d)
-    if lacking:
-        # LVISResults would silently turn boxes into polygon masks for segm: refuse instead.
-        raise ValueError(f"{lacking} of {len(detections)} detections lack '{field}', needed for {iou_type} evaluation")
-
-
-def _check_detections(gt, detections: list[dict[str, Any]], iou_type: str) -> None:
-    _check_fields(detections, iou_type)
+def _check_detections(gt, detections: list[dict[str, Any]]) -> None:
     unknown = {d["image_id"] for d in detections} - set(gt.imgs)
     if unknown:
         raise ValueError(f"detections name {len(unknown)} image ids absent from the ground truth, e.g. {sorted(unknown)[:5]}")
 
 
-def run_lvis_eval(gt_json: str | Path, detections: list[dict[str, Any]], iou_type: str, max_dets: int = 300):
-    """The lvis.LVISEval object after evaluate/accumulate/summarize (the caller's list is not modified)."""
+def _ground_truth(lvis, gt: str | Path | dict[str, Any]):
+    """An LVIS object of a json path, or of an already loaded json (copied: LVISEval writes into it)."""
+    if not isinstance(gt, dict):
+        return lvis.LVIS(str(gt))
+    out = lvis.LVIS.__new__(lvis.LVIS)
+    out.logger = logging.getLogger("lvis.lvis")
+    out.dataset = copy.deepcopy(gt)
+    out._create_index()
+    return out
+
+
+def _guarded_eval(lvis):
+    """LVISEval whose pycocotools calls (mask conversion, IoU per image and class) run under the guard."""
+
+    class GuardedLVISEval(lvis.LVISEval):
+        def _to_mask(self, anns, lvis_data):
+            for ann in anns:
+                with guarded(f"LVIS.ann_to_rle of annotation {ann.get('id')} on image {ann.get('image_id')}"):
+                    super()._to_mask([ann], lvis_data)
+
+        def compute_iou(self, img_id, cat_id):
+            gt, dt = self._get_gt_dt(img_id, cat_id)
+            if not gt and not dt:
+                return []
+            with guarded(f"LVISEval's pycocotools.mask.iou on image {img_id}, category {cat_id}, annotations "
+                         f"{[g.get('id') for g in gt][:10]}"):
+                return super().compute_iou(img_id, cat_id)
+
+    return GuardedLVISEval
+
+
+def run_lvis_eval(gt_json: str | Path | dict[str, Any], detections: list[dict[str, Any]], iou_type: str,
+                  max_dets: int = 300):
+    """The lvis.LVISEval object after evaluate/accumulate/summarize (the caller's list is not modified).
+
+    ``gt_json``: the ground truth's path, or the json already loaded. The detections as LVISResults
+    takes them (it converts box-only results for segm and mask-only results for bbox); check them
+    first with stages.data.detections.check_results, as :func:`evaluate_lvis` does."""
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', found {iou_type!r}")
     lvis = _lvis()
-    gt = lvis.LVIS(str(gt_json))
-    _check_detections(gt, detections, iou_type)
+    gt = _ground_truth(lvis, gt_json)
+    _check_detections(gt, detections)
     if detections:
         # LVISResults writes area/id (and, for bbox, polygons) into the dicts: work on a copy.
         dets = copy.deepcopy(detections)
-        if iou_type == "bbox":
+        if iou_type == "bbox" and all("bbox" in d for d in dets):
             for d in dets:
-                d.pop("segmentation", None)  # not needed for box IoU; saves the RLE copies
+                d.pop("segmentation", None)  # not needed for box IoU (nor, with a box first, for the area)
         results = lvis.LVISResults(gt, dets, max_dets=max_dets)
     else:
         results = _empty_results(lvis, gt)
-    evaluator = lvis.LVISEval(gt, results, iou_type)
+    evaluator = _guarded_eval(lvis)(gt, results, iou_type)
     evaluator.params.max_dets = max_dets
     evaluator.run()
     return evaluator
@@ -95,7 +133,7 @@ EVALUATORS: Registry[Callable[..., Any]] = Registry("evaluation.evaluator")
 def _official(gt_json: str | Path, gt: dict[str, Any] | None, detections: list[dict[str, Any]], iou_type: str,
               max_dets: int):
     """The official LVISEval: the reference."""
-    return run_lvis_eval(gt_json, detections, iou_type, max_dets)
+    return run_lvis_eval(gt if gt is not None else gt_json, detections, iou_type, max_dets)
 
 
 @EVALUATORS.register("fast")
@@ -103,18 +141,27 @@ def _fast(gt_json: str | Path, gt: dict[str, Any] | None, detections: list[dict[
           max_dets: int):
     """stages.evaluation.fast_lvis_eval: LVISEval's numbers (tested against it), 14-38x faster
     (benchmarks/lvis_eval.md)."""
-    from stages.data.lvis import load_lvis
     from stages.evaluation.fast_lvis_eval import fast_lvis_eval
 
-    _check_fields(detections, iou_type)  # up front, as run_lvis_eval does (the fast path reads masks lazily)
     return fast_lvis_eval(gt if gt is not None else load_lvis(gt_json), detections, iou_type, max_dets)
 
 
 def evaluate_lvis(gt_json: str | Path, detections: list[dict[str, Any]], iou_type: str, max_dets: int = 300,
-                  evaluator: str = "fast", gt: dict[str, Any] | None = None):
-    """A run evaluation by the registered ``evaluator`` (``evaluation.evaluator``); ``gt``: the
-    already loaded json at ``gt_json``, if the caller has it."""
-    return EVALUATORS.get(evaluator)(gt_json, gt, detections, iou_type, max_dets)
+                  evaluator: str = "fast", gt: dict[str, Any] | None = None, source: str | Path = "detections"):
+    """A run evaluation by the registered ``evaluator`` (``evaluation.evaluator``), after the one
+    validation both evaluators share (module docstring). ``gt``: the json at ``gt_json`` as
+    load_lvis returned it, if the caller has it (else it is loaded and checked here); ``source``
+    names the detections in errors.
+
+    Raises stages.data.lvis.DatasetError (the ground truth) or stages.data.detections.DetectionsError
+    (the detections) naming the file, the record and the problem; ValueError for an unknown iou_type."""
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', found {iou_type!r}")
+    run = EVALUATORS.get(evaluator)
+    if gt is None:
+        gt = load_lvis(gt_json)
+    check_results(detections, gt, source, max_dets)
+    return run(gt_json, gt, detections, iou_type, max_dets)
 
 
 def summary_metrics(evaluator) -> dict[str, float]:

@@ -15,7 +15,9 @@ them, limited to the ``detections_per_class`` highest-scoring of each class over
 detections on the val ground truth with the `calibration` rule of the config (IoU type and
 threshold) and `evaluation.ece_bins` bins. per_class_ap.csv is the mask AP per class (0-1 scale);
 reliability.csv the ECE's per-bin table. AP, AP-Fixed and AP-Pool come from
-`evaluation.evaluator`: the vectorised evaluator (same numbers as LVISEval) or LVISEval itself.
+`evaluation.evaluator`: the vectorised evaluator (same numbers as LVISEval) or LVISEval itself. The detections are checked
+against the ground truth once, up front (stages.data.detections.check_results), so that AP and the
+ECE count the same detections and both evaluators see what passed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from stages.core.calibration import ece_per_frequency, expected_calibration_error, reliability_table
+from stages.data.detections import check_results
 from stages.data.lvis import load_lvis
 from stages.evaluation.fixed_ap import detections_per_class, fixed_pool_metrics, limit_per_class
 from stages.evaluation.judging import judge_detections
@@ -52,21 +55,23 @@ def json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
 
 
-def evaluate_detections(config: dict[str, Any], gt_path: Path, detections: list[dict[str, Any]]
-                        ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """metrics.json's content, the per-class AP frame and the reliability frame."""
+def evaluate_detections(config: dict[str, Any], gt_path: Path, detections: list[dict[str, Any]],
+                        source: str | Path = "detections") -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """metrics.json's content, the per-class AP frame and the reliability frame. ``source`` names the
+    detections in errors (DatasetError for the ground truth, DetectionsError for the detections)."""
     evaluation, cal = config["evaluation"], config["calibration"]
     max_dets, bins = evaluation["max_detections"], evaluation["ece_bins"]
     gt = load_lvis(gt_path)
+    check_results(detections, gt, source, max_dets)
     per_class = detections_per_class(evaluation["fixed_max_detections_per_class"], len(gt["images"]))
-    fixed = {iou_type: fixed_pool_metrics(gt_path, detections, iou_type, per_class, evaluation["evaluator"], gt)
+    fixed = {iou_type: fixed_pool_metrics(gt_path, detections, iou_type, per_class, evaluation["evaluator"], gt, source)
              for iou_type in ("segm", "bbox")}
     cut_per_class = len(detections) - len(limit_per_class(detections, per_class))
     all_detections = len(detections)
     detections, cut = top_detections(detections, max_dets)
     if cut:
         print(f"evaluate: kept the top {max_dets} detections per image for AP, cut {cut} of {all_detections}")
-    segm_eval, bbox_eval = (evaluate_lvis(gt_path, detections, iou_type, max_dets, evaluation["evaluator"], gt)
+    segm_eval, bbox_eval = (evaluate_lvis(gt_path, detections, iou_type, max_dets, evaluation["evaluator"], gt, source)
                             for iou_type in ("segm", "bbox"))
     judged = judge_detections(detections, gt, cal["iou_type"], cal["iou_threshold"])
     metrics: dict[str, Any] = {

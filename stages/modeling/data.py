@@ -10,6 +10,8 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from stages.data.images import read_rgb_array
+
 
 def weak_augmentations(min_size: int, max_size: int) -> list[T.Augmentation]:
     return [T.ResizeShortestEdge((min_size,), max_size, sample_style="choice"), T.RandomFlip(horizontal=True)]
@@ -52,7 +54,7 @@ class WeakStrongMapper:
         self.photometric = T.AugmentationList(strong_photometric())
 
     def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
-        image = utils.read_image(record["file_name"], format="RGB")
+        image = read_rgb_array(record["file_name"])  # the pipeline's one reader (EXIF-oriented, as read_image)
         utils.check_image_size(record, image)
         aug_input = T.AugInput(image)
         self.geometric(aug_input)

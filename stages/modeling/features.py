@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
 from torchvision.ops import roi_align
 from tqdm import tqdm
 
+from stages.data.images import ImageReadError, read_rgb_array
 from stages.data.lvis import category_index, image_path
 from stages.modeling.data import test_transform
 
@@ -43,8 +43,8 @@ def instance_embeddings(model: torch.nn.Module, config: dict[str, Any], data: di
     for img in tqdm(images, desc="prototypes", unit="img"):
         path = image_path(img, image_root)
         try:
-            array = utils.read_image(str(path), format="RGB")
-        except (OSError, ValueError) as exc:
+            array = read_rgb_array(path)  # EXIF-oriented, as detectron2 reads training images
+        except ImageReadError as exc:
             raise ValueError(f"{path}: cannot read image {img['id']}: {exc}") from exc
         tfm = transform.get_transform(array)
         resized = tfm.apply_image(array)

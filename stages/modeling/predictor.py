@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-from detectron2.data import detection_utils as utils
 from tqdm import tqdm
 
+from stages.data.images import ImageReadError, read_rgb_array
 from stages.data.lvis import image_path
 from stages.modeling.build import build_detector, detectron2_config
 from stages.modeling.data import test_transform
@@ -66,8 +66,8 @@ def predict(model: torch.nn.Module, config: dict[str, Any], images: list[dict], 
         for img in metas:
             path = image_path(img, image_root)
             try:
-                array = utils.read_image(str(path), format="RGB")
-            except (OSError, ValueError) as exc:
+                array = read_rgb_array(path)  # EXIF-oriented, as detectron2 reads training images
+            except ImageReadError as exc:
                 raise ValueError(f"{path}: cannot read image {img['id']}: {exc}") from exc
             resized = transform.get_transform(array).apply_image(array)
             batch.append({"image": torch.as_tensor(resized.transpose(2, 0, 1).copy()).float().to(device),

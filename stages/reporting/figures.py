@@ -11,7 +11,6 @@ Fig. 5 (qualitative examples) is stages.reporting.examples.
 
 from __future__ import annotations
 
-import json
 import math
 import textwrap
 from pathlib import Path
@@ -21,6 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from stages.utils.readers import read_json  # noqa: E402
 
 FREQUENCY_COLOURS = {"r": "tab:red", "c": "tab:orange", "f": "tab:green"}
 
@@ -132,7 +133,7 @@ def sweep_table(runs: list[str]) -> pd.DataFrame:
     rows = []
     for spec in runs:
         variant, fraction, path = spec.split(":", 2)
-        metrics = json.loads(open(path).read())
+        metrics = read_json(path)
         rows.append({"variant": variant, "fraction": float(fraction), "AP": metrics["segm"]["AP"],
                      "APr": metrics["segm"]["APr"], "ECE": metrics["ece"]})
     return pd.DataFrame(rows).sort_values(["variant", "fraction"]).reset_index(drop=True)

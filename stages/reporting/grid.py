@@ -8,10 +8,11 @@ into a config.
 
 from __future__ import annotations
 
-import json
 import math
 
 import pandas as pd
+
+from stages.utils.readers import read_json
 
 
 def grid_table(runs: list[str]) -> pd.DataFrame:
@@ -19,7 +20,7 @@ def grid_table(runs: list[str]) -> pd.DataFrame:
     for spec in runs:
         settings, path = spec.split(":", 1)
         row = {k: _value(v) for k, v in (pair.split("=", 1) for pair in settings.split(","))}
-        metrics = json.loads(open(path).read())
+        metrics = read_json(path)
         row.update(AP=metrics["segm"]["AP"], APr=metrics["segm"]["APr"], ECE=metrics["ece"])
         rows.append(row)
     return pd.DataFrame(rows)

@@ -3,7 +3,6 @@ paired-bootstrap differences (is the gain there under every seed, not just one?)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +15,7 @@ from stages.reporting.table1 import (
     metric_value,
     signed_interval,
 )
+from stages.utils.readers import read_json
 
 
 def seed_metrics(runs: list[tuple[int, str, Path]]) -> pd.DataFrame:
@@ -23,7 +23,7 @@ def seed_metrics(runs: list[tuple[int, str, Path]]) -> pd.DataFrame:
     AP-Fixed, APr-Fixed, AP-Pool, ECE) from each metrics.json."""
     rows = []
     for seed, model, path in runs:
-        metrics = json.loads(Path(path).read_text())
+        metrics = read_json(path)
         try:
             values = {m: metric_value(metrics, m) for m in INTERVAL_METRICS}
         except KeyError as exc:

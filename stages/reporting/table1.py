@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from stages.utils.readers import read_json
+
 # Table 1 of the paper (LVIS v1 val, mask AP): the reference each of our rows stands for.
 PAPER_TABLE1 = {
     "teacher": ("Supervised + non-unif. smooth. + class corr.", 54.0, 47.0),
@@ -41,7 +43,7 @@ def load_metrics(eval_dir: Path, models: list[str]) -> dict[str, dict]:
     out = {}
     for model in models:
         path = eval_dir / model / "metrics.json"
-        metrics = json.loads(path.read_text())
+        metrics = read_json(path)
         missing = [f"{kind}.{key}" for kind in ("segm", "bbox") for key in _SEGM_KEYS if key not in metrics.get(kind, {})]
         missing += [key for key in ("ece", "ece_per_frequency") if key not in metrics]
         if missing:

@@ -30,7 +30,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from stages.utils.atomic import read_npy, write_npy, write_parquet
+from stages.utils.atomic import write_npy, write_parquet
+from stages.utils.readers import read_npy, read_parquet_table
 from stages.utils.weights import PACKAGED, load_checkpoint_state, load_state_dict_by_position, resolve_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -326,10 +327,8 @@ class Embeddings:
 
 def load_embeddings(npy_path: str | Path, index_path: str | Path, required_columns: tuple[str, ...] = ()) -> Embeddings:
     """Read an embeddings pair and check that the two files belong together and the rows are unit length."""
-    import pyarrow.parquet as pq
-
     vectors = read_npy(npy_path)
-    table = pq.read_table(index_path)
+    table = read_parquet_table(index_path)
     index = table.to_pandas()
     raw_meta = table.schema.metadata or {}
     metadata = {k.decode(): v.decode() for k, v in raw_meta.items() if not k.startswith(b"pandas")}

@@ -40,6 +40,7 @@ from stages.data.images import ImageReadError, decode_rgb, read_image_bytes, to_
 from stages.data.lvis import image_path, load_lvis
 from stages.retrieval.encoders import ImageEncoder, build_encoder, embed_dataset
 from stages.utils.atomic import atomic_path, prepare_signed_dir
+from stages.utils.readers import read_npz
 
 INDEX_COLUMNS = ("row", "image_id", "file_name", "sha1")
 
@@ -88,8 +89,8 @@ class Shard:
 
     @classmethod
     def load(cls, path: Path) -> Shard:
-        with np.load(path, allow_pickle=False) as z:
-            return cls(**{name: z[name] for name in ("vectors", "image_ids", "sha1", "skipped_ids", "skipped_reasons")})
+        arrays = read_npz(path)
+        return cls(**{name: arrays[name] for name in ("vectors", "image_ids", "sha1", "skipped_ids", "skipped_reasons")})
 
 
 def embed_shard(encoder: ImageEncoder, images: list[dict[str, Any]], paths: list[Path], embed_cfg: dict[str, Any],

@@ -1,7 +1,12 @@
 """Atomic writers: every artifact is written to a temporary file beside its target and renamed.
 
 A killed job therefore never leaves a half-written artifact under the final name, and a
-crash while writing (full disk, kill) removes the temporary file.
+crash while writing (full disk) removes the temporary file. A job killed outright (kill -9, an
+out-of-memory kill, a Slurm time limit) cannot remove it: the temporary name carries the writer's
+host and process id (``.<name>.~<host>~<pid>~<random>.tmp<suffix>``), and the next write into that
+directory removes the temporaries of writers of this host that are no longer running
+(:func:`remove_stale_temporaries`). A live writer's file, and one of another host (a shared file
+system: its process cannot be looked up from here), is left alone.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +35,10 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target.parent)
     suffix = target.suffix if suffix is None else suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.~{_HOST}~{os.getpid()}~", suffix=f".tmp{suffix}",
+                                    dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -50,6 +59,38 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+_TEMPORARY = re.compile(r"^\..+\.~(?P<host>[A-Za-z0-9-]+)~(?P<pid>\d+)~[^~/]*\.tmp")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Remove the temporary files of atomic writes in ``directory`` whose writer was killed (a process
+    of this host that no longer runs); return what was removed. Others' files are left alone."""
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name) if entry.name.startswith(".") and ".tmp" in entry.name else None
+        if match is None or match["host"] != _HOST or int(match["pid"]) == os.getpid() or _running(int(match["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
 
 
 def current_umask() -> int:
@@ -149,10 +190,6 @@ def write_parquet(frame: Any, target: str | Path, metadata: dict[str, str] | Non
         table = table.replace_schema_metadata(merged)
     with atomic_path(target) as tmp:
         pq.write_table(table, tmp)
-
-
-def read_npy(path: str | Path) -> np.ndarray:
-    return np.load(path, allow_pickle=False)
 
 
 def write_figure(fig: Any, target: str | Path, dpi: int = 100) -> None:

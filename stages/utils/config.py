@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from stages.core.splits import halving_problem
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config.yaml"
@@ -64,7 +66,41 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         lines.append(f"config key '{key}': {err.message}")
     if lines:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
-    return _set_defaults(config, schema)
+    config = _set_defaults(config, schema)
+    lines = combination_problems(config)
+    if lines:
+        raise ConfigError("invalid configuration (values that cannot work together):\n  " + "\n  ".join(lines))
+    return config
+
+
+def combination_problems(config: dict[str, Any]) -> list[str]:
+    """Values each valid on its own that cannot work together, one line per problem naming the key:
+    a holdout too small to halve (mini-LVIS, whose train size the config sets; a user's LVIS train set
+    is counted by the split stage, which names the key too), batch sizes that do not split over the
+    training processes, an LVIS source without its files. Checked with the schema, before the DAG runs."""
+    lines = []
+    dataset = config.get("dataset", {})
+    train_images = config.get("minilvis", {}).get("train_images")
+    fraction = config.get("split", {}).get("holdout_fraction")
+    if dataset.get("source") == "minilvis" and isinstance(train_images, int) and isinstance(fraction, (int, float)):
+        problem = halving_problem(train_images, fraction)
+        if problem:
+            lines.append(f"config key 'split.holdout_fraction': {problem}")
+    if dataset.get("source") == "lvis":
+        lines += [f"config key 'dataset.{key}' is required when dataset.source is 'lvis'"
+                  for key in ("train_json", "val_json", "image_root", "unlabeled_dir") if not dataset.get(key)]
+    distributed = config.get("distributed", {})
+    per_machine = distributed.get("processes_per_machine", 1)
+    for section, machines, keys in (("teacher", "teacher_machines", ("batch_size",)),
+                                    ("student", "student_machines", ("labeled_batch_size", "unlabeled_batch_size"))):
+        world = per_machine * distributed.get(machines, 1)
+        for key in keys:
+            value = config.get(section, {}).get(key)
+            if isinstance(value, int) and value % world:
+                lines.append(f"config key '{section}.{key}': {value} images per step do not split over {world} training "
+                             f"processes (distributed.processes_per_machine {per_machine} x distributed.{machines} "
+                             f"{distributed.get(machines, 1)}): use a multiple of {world}")
+    return lines
 
 
 def config_value(config: dict[str, Any], key: str) -> Any:

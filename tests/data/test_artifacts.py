@@ -114,9 +114,9 @@ def test_embeddings_contract(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("suffix", [".json", ".parquet"])
 @pytest.mark.parametrize("defect, match", [
-    ("nan_score", r"score that is not a probability in \[0, 1\], e.g. #1 \(image 7\): nan"),
-    ("big_score", r"score that is not a probability in \[0, 1\], e.g. #1 \(image 7\): 1.5"),
-    ("nan_box", r"non-finite or negative-sized box, e.g. #0 \(image 7\)"),
+    ("nan_score", r"detection #1 \(image 7\): score nan is not a probability in \[0, 1\]"),
+    ("big_score", r"detection #1 \(image 7\): score 1.5 is not a probability in \[0, 1\]"),
+    ("nan_box", r"detection #0 \(image 7\): bbox \[1.0, 2.0, inf, 4.0\] is non-finite or has a negative side"),
 ])  # fmt: skip
 def test_detections_contract(tmp_path: Path, suffix: str, defect: str, match: str) -> None:
     dets = [{"image_id": 7, "category_id": 1, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.5},

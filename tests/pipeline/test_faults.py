@@ -235,3 +235,47 @@ def test_a_second_trainer_on_the_same_checkpoints_refuses_naming_the_first(tmp_p
     deadline = time.time() + 30
     third = subprocess.run([sys.executable, "-c", script, str(ckpt), "0"], capture_output=True, text=True, timeout=120)
     assert third.returncode == 0 and time.time() < deadline, third.stderr[-2000:]
+
+
+@pytest.mark.fault_injection
+def test_a_checkpoint_write_killed_part_way_leaves_no_temporary_once_the_directory_is_written_again(tmp_path: Path
+                                                                                                   ) -> None:
+    """Before: kill -9 during a checkpoint write left .model_*.pth.<random>.tmp.pth (10.8 MB, mode 0600)
+    in the checkpoint directory for ever. A live writer's temporary file is left alone."""
+    from stages.modeling.training import save_torch_file
+
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    killed = textwrap.dedent(f"""
+        import torch
+        from stages.modeling.training import save_torch_file
+        save_torch_file({{"model": torch.ones(64, 1024, 1024)}}, {str(ckpt / "model_0000005.pth")!r})  # 256 MiB
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", killed], cwd=REPO)
+    deadline = time.time() + 120
+    while not any(p.stat().st_size > 0 for p in ckpt.glob(".model_0000005.pth.*")):  # the write has begun
+        assert proc.poll() is None and time.time() < deadline, "the writer ended before it could be killed"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = [p.name for p in ckpt.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".model_0000005.pth.") and left[0].endswith(".tmp.pth")
+    live = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from stages.utils.atomic import atomic_path
+        with atomic_path({str(ckpt / "last_checkpoint")!r}) as tmp:
+            tmp.write_text("model_0000010.pth")
+            print("writing", flush=True)
+            time.sleep(120)
+    """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout.readline().strip() == "writing"
+        save_torch_file({"model": torch.zeros(3)}, ckpt / "model_0000010.pth")  # the resumed run's next checkpoint
+        names = sorted(p.name for p in ckpt.iterdir())
+        assert "model_0000010.pth" in names and not any(n.startswith(".model_0000005.pth.") for n in names)
+        assert any(n.startswith(".last_checkpoint.") for n in names)  # the live writer's file stays
+    finally:
+        live.send_signal(signal.SIGKILL)
+        live.wait()
+    save_torch_file({"model": torch.zeros(3)}, ckpt / "model_0000015.pth")
+    assert sorted(p.name for p in ckpt.iterdir()) == ["model_0000010.pth", "model_0000015.pth"]

@@ -105,6 +105,9 @@ def annotation(ann_id: int, image_id: int, category_id: int, bbox: list[float]) 
     }
 
 
+LVIS_LISTS = {"neg_category_ids": [], "not_exhaustive_category_ids": []}  # every labeled LVIS image has them
+
+
 def image_entry(image_id: int, file_name: str, width: int = 96, height: int = 80) -> dict:
     return {"id": image_id, "file_name": file_name, "width": width, "height": height}
 
@@ -120,11 +123,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     train_images = []
     for i in range(4):
         photo(next(names)).save(images / "train" / f"t{i}.png")
-        train_images.append(image_entry(i + 1, f"train/t{i}.png"))
+        train_images.append(image_entry(i + 1, f"train/t{i}.png") | LVIS_LISTS)
     val_images = []
     for i in range(2):
         photo(next(names)).save(images / "val" / f"v{i}.png")
-        val_images.append(image_entry(101 + i, f"val/v{i}.png"))
+        val_images.append(image_entry(101 + i, f"val/v{i}.png") | LVIS_LISTS)
     pool_images = []
     for i in range(10):
         photo(next(names)).save(images / "pool" / f"p{i}.png")

@@ -116,3 +116,58 @@ def test_table1_comparisons_cover_teacher_control_and_each_ladder_step() -> None
     # without a one-hot row the ladder starts at soft; without a control, no control differences
     assert table1_comparisons(["teacher", "student_soft", "student_soft_corrected"]) == [
         ("student_soft", "teacher"), ("student_soft_corrected", "teacher"), ("student_soft_corrected", "student_soft")]
+
+
+# -- combinations of valid values that cannot work: refused with the schema, before the DAG runs, naming the key
+
+
+def _default() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_a_holdout_too_small_to_halve_is_refused_naming_the_key() -> None:
+    """Before: split.holdout_fraction 0.01 on a small set passed the schema and snakemake -n, and split
+    died with "cannot split 1 image(s) into train and holdout", naming no key."""
+    config = _default()
+    config["minilvis"]["train_images"] = 60
+    config["split"]["holdout_fraction"] = 0.01
+    with pytest.raises(ConfigError, match=r"config key 'split.holdout_fraction': 0.01 of 60 train image\(s\) is a holdout "
+                                          r"of 1 image\(s\); the split cuts the holdout into two halves .* use at least "
+                                          r"0.0333"):
+        validate_config(config)
+    config["split"]["holdout_fraction"] = 0.0333
+    validate_config(config)  # 2 images: halved into 1 + 1
+
+
+@pytest.mark.parametrize("section, key, machines", [("teacher", "batch_size", "teacher_machines"),
+                                                    ("student", "unlabeled_batch_size", "student_machines")])
+def test_batches_that_do_not_split_over_the_processes_are_refused(section: str, key: str, machines: str) -> None:
+    config = _default()
+    config["distributed"].update(processes_per_machine=2, **{machines: 2})
+    config[section][key] = 6
+    with pytest.raises(ConfigError, match=rf"config key '{section}.{key}': 6 images per step do not split over 4 "
+                                          rf"training processes .* use a multiple of 4"):
+        validate_config(config)
+
+
+def test_an_lvis_source_without_its_files_is_refused() -> None:
+    config = _default()
+    config["dataset"].update(source="lvis", train_json="/data/train.json")
+    with pytest.raises(ConfigError) as raised:
+        validate_config(config)
+    for key in ("val_json", "image_root", "unlabeled_dir"):
+        assert f"config key 'dataset.{key}' is required when dataset.source is 'lvis'" in str(raised.value)
+
+
+def test_snakemake_refuses_the_small_holdout_before_any_job(tmp_path: Path) -> None:
+    config = _default()
+    config.update(results_dir=str(tmp_path / "results"))
+    config["minilvis"]["train_images"] = 60
+    config["split"]["holdout_fraction"] = 0.01
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(path), "--cores", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "config key 'split.holdout_fraction'" in done.stdout + done.stderr
+    assert not (tmp_path / "results").exists()
