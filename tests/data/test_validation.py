@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from stages import import_lvis
+from stages.cli import import_lvis
 from stages.data.lvis import DatasetError, check_lvis, frequency_group, load_lvis, read_json
 from stages.data.validation import validate_datasets
 from tests.conftest import tiny_config

@@ -14,10 +14,10 @@ import torch
 import yaml
 from PIL import Image
 
-from stages import dedup as dedup_stage
-from stages import embed_crops as embed_crops_stage
-from stages import embed_images as embed_images_stage
-from stages import retrieve as retrieve_stage
+from stages.cli import dedup as dedup_stage
+from stages.cli import embed_crops as embed_crops_stage
+from stages.cli import embed_images as embed_images_stage
+from stages.cli import retrieve as retrieve_stage
 from stages.data.images import ImageReadError
 from stages.retrieval import dedup as dedup_lib
 from stages.retrieval import pool as pool_lib
