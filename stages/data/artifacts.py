@@ -6,6 +6,7 @@ the reader with the file's name and the rule it breaks, instead of training on i
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,20 @@ def read_ccece(path: Path | str, category_ids: list[int]) -> pd.DataFrame:
 def read_delta(path: Path | str, categories: list[dict[str, Any]]) -> np.ndarray:
     """The Delta vector of eq. (5) (the ``delta`` column), float32 in category order."""
     return read_ccece(path, [c["id"] for c in categories])["delta"].to_numpy(dtype=np.float32)
+
+
+def read_manifest(path: Path | str, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A target's manifest (written by the workflow's ``manifest`` rule): a json list of records,
+    each with at least ``keys``. Grid points travel as these structured values, never as strings
+    parsed back. Raises ArtifactError naming the file, the record and the missing key."""
+    try:
+        records = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: a manifest must be json: {exc}") from None
+    if not isinstance(records, list) or not records:
+        raise ArtifactError(f"{path}: a manifest is a non-empty json list of records")
+    for i, record in enumerate(records):
+        missing = [k for k in keys if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise ArtifactError(f"{path}: record {i} lacks {missing} (every record needs {list(keys)})")
+    return records

@@ -38,7 +38,7 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file, tmp_path):
         logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((run / "logs").glob("*.log")))
         pytest.fail(f"snakemake failed:\n{proc.stderr[-5000:]}\n{logs}")
 
-    categories = pd.read_parquet(run / "prototypes" / "categories.parquet")
+    categories = pd.read_parquet(run / "prototypes" / "train85" / "categories.parquet")
     assert list(categories.columns[:5]) == ["index", "category_id", "name", "frequency", "instance_count"]
     assert categories["category_id"].is_monotonic_increasing
     num_classes = len(categories)
@@ -47,9 +47,9 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file, tmp_path):
     assert not {i["id"] for i in train85["images"]} & {i["id"] for i in holdout["images"]}
     assert categories["instance_count"].sum() == len(train85["annotations"])
 
-    prototypes = np.load(run / "prototypes" / "prototypes.npy")
+    prototypes = np.load(run / "prototypes" / "train85" / "prototypes.npy")
     assert prototypes.dtype == np.float32 and prototypes.shape[0] == num_classes
-    similarity = np.load(run / "prototypes" / "similarity.npy")
+    similarity = np.load(run / "prototypes" / "train85" / "similarity.npy")
     assert similarity.dtype == np.float32 and similarity.shape == (num_classes, num_classes)
     np.testing.assert_allclose(similarity.sum(axis=1), 1.0, rtol=1e-5)
 
@@ -82,17 +82,17 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file, tmp_path):
 
     models = ["teacher", "student_labeled_only", "student_onehot", "student_soft", "student_soft_corrected"]
     for model in models:
-        metrics = json.loads((run / "eval" / model / "metrics.json").read_text())
+        metrics = json.loads((run / "eval" / "val" / model / "metrics.json").read_text())
         for kind in ("segm", "bbox"):
             for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"):
                 assert key in metrics[kind]
         assert 0.0 <= metrics["ece"] <= 1.0
-        detections = json.loads((run / "eval" / model / "detections.json").read_text())
+        detections = json.loads((run / "eval" / "val" / model / "detections.json").read_text())
         per_image = pd.Series([d["image_id"] for d in detections]).value_counts()
         assert per_image.empty or per_image.max() <= 300
         assert all({"image_id", "category_id", "bbox", "score", "segmentation"} <= d.keys() for d in detections)
 
-    report = run / "report"
+    report = run / "report" / "val"
     table = pd.read_csv(report / "table1.csv")
     assert table["model"].tolist() == models
     intervals = pd.read_csv(report / "intervals.csv")
@@ -102,7 +102,7 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_config_file, tmp_path):
     assert len(finite) and (finite["low"] <= finite["high"]).all()
     assert table[["AP_low", "AP_high", "APr_low", "APr_high"]].notna().all().all()
     timings = pd.read_csv(report / "timings.csv")
-    assert {"train_teacher_train85", "train_student_soft_corrected", "bootstrap", "predict_val_teacher"} <= set(timings["job"])
+    assert {"train_teacher_train85", "train_student_soft_corrected", "bootstrap_val", "predict_val_teacher"} <= set(timings["job"])
     assert (timings["seconds"] > 0).all()
     assert (report / "fig5_ccece.png").read_bytes()[:4] == b"\x89PNG"
     for png in ("fig3_reliability.png", "fig4_per_class_ap.png"):
@@ -214,7 +214,7 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     points = {e.overlay["student"]["lambda"]: e.name for e in student_grid(resolved)}
     assert sorted(points) == [0.0, 2.0]
     for name in points.values():
-        assert (run / "experiments" / name / "eval_holdout15_b" / "metrics.json").exists()
+        assert (run / "experiments" / name / "eval" / "holdout15_b" / "metrics.json").exists()
     student_choice = json.loads((run / "tuning" / "student_choice.json").read_text())
     signature = json.loads((run / "student" / "soft_corrected" / "checkpoints" / "signature.json").read_text())
     assert signature["config"]["student"]["lambda"] == student_choice["student"]["lambda"]
@@ -223,7 +223,7 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
         ("onehot", 0.5), ("onehot", 1.0), ("similarity_frequency", 0.5), ("similarity_frequency", 1.0)]
     assert (run / "report" / "fig2_fraction_sweep.png").read_bytes()[:4] == b"\x89PNG"
     # paper_tables built Table 1 too, and its report gathers Table 1 and Figs. 2-4
-    assert (run / "report" / "table1.md").exists()
+    assert (run / "report" / "val" / "table1.md").exists()
     html = run / "paper_report.html"
     subprocess.run([*SNAKEMAKE, "paper_tables", "--cores", "1", "--configfile", str(path), "--report", str(html)],
                    cwd=repo, check=True, capture_output=True)

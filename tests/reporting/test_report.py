@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages import report as report_stage
+from stages.cli import report as report_stage
 from stages.reporting import figures, table1
 from stages.reporting.figures import sweep_figure, sweep_table
 from tests.conftest import REPO, tiny_config
@@ -73,13 +73,13 @@ def test_fig2_has_one_line_per_variant_over_the_fractions(tmp_path: Path) -> Non
         for fraction in (0.1, 0.5, 1.0):
             path = tmp_path / f"{variant}_{fraction}.json"
             path.write_text(json.dumps({"segm": {"AP": 20 * fraction + offset, "APr": 10 * fraction + offset}, "ece": 0.1}))
-            runs.append(f"{variant}:{fraction}:{path}")
+            runs.append({"smoothing": variant, "fraction": fraction, "metrics": str(path)})
     fig = sweep_figure(sweep_table(runs))
     for ax, metric, scale in zip(fig.axes, ("AP", "APr"), (20, 10)):
         assert ax.get_title() == metric
         lines = {line.get_label(): line.get_xydata() for line in ax.get_lines()}
-        assert set(lines) == {"onehot", "similarity_frequency"}
-        np.testing.assert_allclose(lines["similarity_frequency"], [[10, scale * 0.1 + 5], [50, scale * 0.5 + 5],
+        assert set(lines) == {"one-hot", "similarity + frequency smoothing"}  # the kinds' registered labels
+        np.testing.assert_allclose(lines["similarity + frequency smoothing"], [[10, scale * 0.1 + 5], [50, scale * 0.5 + 5],
                                                                    [100, scale + 5]])  # fmt: skip
 
 
@@ -107,7 +107,7 @@ def test_report_cli_writes_tables_figures_and_their_data(tmp_path: Path) -> None
     CATEGORIES.to_parquet(tmp_path / "categories.parquet")
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tmp_path / "results")))
-    report_stage.main(["--config", str(config), "--eval-dir", str(eval_dir), "--models", *MODELS,
+    report_stage.main(["--config", str(config), "--eval-dir", str(eval_dir), "--models", *MODELS, "--evalset", "val",
                        "--categories", str(tmp_path / "categories.parquet"), *_report_inputs(tmp_path),
                        "--out-dir", str(tmp_path / "report")])  # fmt: skip
     out = tmp_path / "report"

@@ -1,53 +1,50 @@
-# The paper's Table 1 (with intervals), Figs. 3-5 and the run's per-job cost, gathered in the
-# Snakemake report.
-
-
-def main_line_benchmarks():
-    """The benchmark files of the jobs `all` runs (the tuning grids' jobs are experiments)."""
-    bench = f"{RUN}/benchmarks"
-    names = ["make_minilvis" if MINILVIS else "import_lvis", "split", "embed_crops", "retrieve", "dedup",
-             "predict_holdout", "ccece", "bootstrap", "prototypes", "similarity"]
-    names += [f"embed_images_{s}" for s in ("pool", "train", "val")]
-    names += [f"train_student_{v}" for v in config["student"]["variants"]]
-    names += [f"{rule}_{m}" for m in MODELS for rule in ("predict_val", "evaluate")]
-    if not config["teacher"]["use_tuned"]:
-        names += ["train_teacher_train85"] + (["train_teacher_full"] if config["teacher"]["retrain_full"] else [])
-    if config["teacher"]["retrain_full"]:
-        names += ["prototypes/full", "similarity/full"]
-    return [f"{bench}/{name}.tsv" for name in sorted(names)]
+# The paper's Table 1 (with intervals), Figs. 3-5 and the run's per-job cost, one report per
+# evaluation set {evalset} (report/<set>/), gathered in the Snakemake report.
 
 
 rule report:
     input:
         config=stage_config("report"),
-        metrics=expand(f"{RUN}/eval/{{model}}/metrics.json", model=MODELS),
-        per_class=expand(f"{RUN}/eval/{{model}}/per_class_ap.csv", model=MODELS),
-        reliability=expand(f"{RUN}/eval/{{model}}/reliability.csv", model=MODELS),
-        categories=f"{prototypes_dir(TEACHER_SPLIT)}/categories.parquet",
+        metrics=lambda w: [f"{eval_dir(w.evalset, m)}/metrics.json" for m in MODELS],
+        per_class=lambda w: [f"{eval_dir(w.evalset, m)}/per_class_ap.csv" for m in MODELS],
+        reliability=lambda w: [f"{eval_dir(w.evalset, m)}/reliability.csv" for m in MODELS],
+        categories=categories_file(TEACHER_LABELED),
         ccece=f"{RUN}/calibration/ccece.parquet",
-        intervals=rules.bootstrap.output[0],
+        intervals=f"{RUN}/report/{{evalset}}/intervals.csv",
         dedup=f"{RUN}/retrieval/dedup_counts.json",
         ece=f"{RUN}/calibration/ece.json",
-        benchmarks=main_line_benchmarks(),
+        benchmarks=lambda w: main_line_benchmarks(w.evalset),
     output:
-        table_md=report(f"{RUN}/report/table1.md", category="Table 1", caption="../report/table1.rst"),
-        table_csv=f"{RUN}/report/table1.csv",
-        timings=report(f"{RUN}/report/timings.csv", category="Run cost", caption="../report/timings.rst"),
-        fig3=report(f"{RUN}/report/fig3_reliability.png", category="Figures", caption="../report/fig3.rst"),
-        fig4=report(f"{RUN}/report/fig4_per_class_ap.png", category="Figures", caption="../report/fig4.rst"),
-        fig5=report(f"{RUN}/report/fig5_ccece.png", category="Figures", caption="../report/fig5.rst"),
-        fig3_data=report(f"{RUN}/report/fig3_reliability.csv", category="Figure data", caption="../report/fig3.rst"),
-        fig4_data=report(f"{RUN}/report/fig4_per_class_ap.csv", category="Figure data", caption="../report/fig4.rst"),
-        fig5_data=report(f"{RUN}/report/fig5_ccece.csv", category="Figure data", caption="../report/fig5.rst"),
+        table_md=report(f"{RUN}/report/{{evalset}}/table1.md", category="Table 1", subcategory="{evalset}",
+                        caption="../report/table1.rst"),
+        table_csv=f"{RUN}/report/{{evalset}}/table1.csv",
+        timings=report(f"{RUN}/report/{{evalset}}/timings.csv", category="Run cost", subcategory="{evalset}",
+                       caption="../report/timings.rst"),
+        fig3=report(f"{RUN}/report/{{evalset}}/fig3_reliability.png", category="Figures", subcategory="{evalset}",
+                    caption="../report/fig3.rst"),
+        fig4=report(f"{RUN}/report/{{evalset}}/fig4_per_class_ap.png", category="Figures", subcategory="{evalset}",
+                    caption="../report/fig4.rst"),
+        fig5=report(f"{RUN}/report/{{evalset}}/fig5_ccece.png", category="Figures", subcategory="{evalset}",
+                    caption="../report/fig5.rst"),
+        fig3_data=report(f"{RUN}/report/{{evalset}}/fig3_reliability.csv", category="Figure data",
+                         subcategory="{evalset}", caption="../report/fig3.rst"),
+        fig4_data=report(f"{RUN}/report/{{evalset}}/fig4_per_class_ap.csv", category="Figure data",
+                         subcategory="{evalset}", caption="../report/fig4.rst"),
+        fig5_data=report(f"{RUN}/report/{{evalset}}/fig5_ccece.csv", category="Figure data", subcategory="{evalset}",
+                         caption="../report/fig5.rst"),
+    wildcard_constraints:
+        evalset="|".join(EVALSETS),
     params:
         models=MODELS,
-        eval_dir=f"{RUN}/eval",
-        out_dir=f"{RUN}/report",
+        evalset=lambda w: w.evalset,
+        eval_dir=lambda w, input: str(Path(input.metrics[0]).parent.parent),
+        out_dir=output_dir("table_md"),
     resources:
         **rule_resources("report"),
     log:
-        f"{RUN}/logs/report.log",
+        f"{RUN}/logs/report_{{evalset}}.log",
     shell:
-        stage("report") + " --eval-dir {params.eval_dir:q} --models {params.models:q} --categories {input.categories:q}"
-        " --ccece {input.ccece:q} --intervals {input.intervals:q} --dedup {input.dedup:q} --holdout-ece {input.ece:q}"
-        " --benchmarks {input.benchmarks:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        stage("report") + " --eval-dir {params.eval_dir:q} --models {params.models:q} --evalset {params.evalset:q}"
+        " --categories {input.categories:q} --ccece {input.ccece:q} --intervals {input.intervals:q}"
+        " --dedup {input.dedup:q} --holdout-ece {input.ece:q} --benchmarks {input.benchmarks:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
