@@ -16,7 +16,8 @@ from stages.evaluation.metrics import evaluate_detections
 from stages.utils.atomic import write_csv, write_json
 from stages.utils.config import load_stage_config
 
-CONFIG_KEYS = ("evaluation", "calibration")
+# evaluation.sets is not read here: a new evaluation set must not rerun the other sets' evaluations
+CONFIG_KEYS = ("evaluation.max_detections", "evaluation.ece_bins", "evaluation.evaluator", "calibration")
 
 
 def main(argv: list[str] | None = None) -> None:
