@@ -8,13 +8,12 @@ is a key into this table, never parsed back into values.
 
 from __future__ import annotations
 
-import copy
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
 from stages.core.pseudo_labels import STUDENT_PREFIX, control_variants, ladder, student_model, tuned_variant
-from stages.utils.config import ConfigError, validate_config
+from stages.utils.config import ConfigError, merged_over, validate_config
 
 
 @dataclass(frozen=True)
@@ -38,19 +37,9 @@ class Experiment:
     fraction: float | None = None
 
 
-def merged_config(config: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with the overlay's values put in (nested dicts merged key by key)."""
-    merged = copy.deepcopy(config)
-
-    def put(target: dict[str, Any], changes: dict[str, Any]) -> None:
-        for key, value in changes.items():
-            if isinstance(value, dict) and isinstance(target.get(key), dict):
-                put(target[key], value)
-            else:
-                target[key] = copy.deepcopy(value)
-
-    put(merged, overlay)
-    return merged
+# An experiment's config is the run's config with its overlay merged in, the way Snakemake merges a
+# --configfile over config.yaml: one merge, in stages.utils.config.
+merged_config = merged_over
 
 
 def main_evalset(config: dict[str, Any]) -> str:

@@ -159,7 +159,9 @@ def test_the_cost_sheet_follows_the_config_and_a_measured_gpu_table(tmp_path: Pa
     """benchmarks/cost_sheet.py counts the grids and seeds of the config it reads, and takes the
     teacher's s/iter from a GPU check's table once one exists (the paper's figure before)."""
     config = yaml.safe_load((REPO / "configs" / "lvis.yaml").read_text())
-    config["tuning"] = {"teacher": {"eps": [0.1, 0.2], "gamma": [1.0, 1.5, 2.0]}, "student": {"lambda": [0.0, 2.0]}}
+    # merged over config.yaml key by key, as Snakemake merges a --configfile: every grid axis is named
+    config["tuning"] = {"teacher": {"eps": [0.1, 0.2], "gamma": [1.0, 1.5, 2.0]},
+                        "student": {"lambda": [0.0, 2.0], "unlabeled_weight": [1.0], "select_on": ["teacher_score"]}}
     config["seeds"] = [0, 1]
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
 
