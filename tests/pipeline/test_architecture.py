@@ -5,6 +5,7 @@ from what each stage declares."""
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -200,3 +201,51 @@ def test_snakemake_lint_is_clean_besides_the_conda_lint(tmp_path: Path) -> None:
     sweep.write_text(sweep.read_text() + "\n\ndef fractions_label(w):\n    return 'x'\n")
     assert (str(sweep.resolve()), "Mixed rules and functions in same snakefile.") in [
         (str(Path(w).resolve()), t) for w, t in remaining(lints(copy))]
+
+
+def _where_a_change_goes() -> dict[str, tuple[list[str], list[str]]]:
+    """docs/design.md's table: change -> (the files named in its files column, its config keys)."""
+    design = (REPO / "docs" / "design.md").read_text()
+    table = design.split("**Where a change goes**")[1].split("\n\n")[1]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        change, files, keys = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[change] = (re.findall(r"`([\w./<>-]+\.(?:py|smk|yaml))`", files), re.findall(r"`([\w.]+)`", keys))
+    return rows
+
+
+def test_where_a_change_goes_names_real_files_keys_and_registries() -> None:
+    """The table in docs/design.md, kept honest where a test can: every file exists, every key is a
+    key of config.yaml, each registry-backed change names the file that holds its registry, and the
+    changes that need no code (an evaluation set, a Slurm partition) name none."""
+    from detectron2.modeling import BACKBONE_REGISTRY
+
+    import stages.modeling.backbones  # noqa: F401  (registers the backbones)
+    from stages.retrieval.encoders import ENCODERS
+
+    rows = _where_a_change_goes()
+    config = load_config()
+    for change, (files, keys) in rows.items():
+        for name in files:
+            path = REPO / name if "/" in name or name == "config.yaml" else REPO / "workflow" / "rules" / name
+            assert "<" in name or path.exists(), (change, name)
+        for key in keys:
+            node = config
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, (change, key)
+                node = node[part]
+
+    def defined_in(entry) -> list[str]:
+        function = getattr(entry, "targets", entry)  # a registry entry, or the registered function itself
+        return [sys.modules[function.__module__].__file__.removeprefix(f"{REPO}/")]
+
+    registered = {"a smoothing kind (eq. 3)": ("teacher.smoothing", config["teacher"]["smoothing"]),
+                  "a student variant (a Table 1 row)": ("student.variants", config["student"]["variants"][-1]),
+                  "an evaluator": ("evaluation.evaluator", config["evaluation"]["evaluator"])}
+    for change, (key, name) in registered.items():
+        assert rows[change] == (defined_in(REGISTRY_KEYS[key].get(name)), [key] if key != "teacher.smoothing"
+                                else ["teacher.smoothing", "sweep.variants"]), change
+    assert rows["a backbone"] == (defined_in(BACKBONE_REGISTRY.get(config["model"]["backbone"])), ["model.backbone"])
+    assert rows["an image encoder (retrieval)"] == (defined_in(ENCODERS[config["embed"]["encoder"]]), ["embed.encoder"])
+    assert rows["an evaluation set (Table 1 on your own LVIS json)"] == ([], ["evaluation.sets"])
+    assert rows["a Slurm partition"] == ([], ["resources.default", "resources.rules"])
