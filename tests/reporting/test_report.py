@@ -167,3 +167,27 @@ def test_paper_tables_builds_exactly_the_runs_the_tables_and_figures_need(tmp_pa
     assert jobs["fig2"] == jobs["report"] == jobs["paper_tables"] == 1
     assert ("tune_teacher" in jobs) == use_tuned
     assert "tune_student" not in jobs  # student.use_tuned is off
+
+
+def test_the_tuning_grid_reads_structured_points_from_its_manifest(tmp_path: Path) -> None:
+    """A grid point travels as its config overlay (numbers and names as the config holds them); the
+    choice is the best point's overlay (AP first, then APr)."""
+    from stages.cli import tune
+    from stages.data.artifacts import ArtifactError, read_manifest
+
+    runs = []
+    for i, (lam, select_on, ap, apr) in enumerate([(0.0, "teacher_score", 70.0, 60.0), (0.5, "corrected_score", 72.0, 55.0),
+                                                   (2.0, "teacher_score", 72.0, 58.0)]):
+        path = tmp_path / f"m{i}.json"
+        path.write_text(json.dumps({"segm": {"AP": ap, "APr": apr}, "ece": 0.1}))
+        runs.append({"overlay": {"student": {"lambda": lam, "select_on": select_on}}, "metrics": str(path)})
+    manifest = tmp_path / "grid.json"
+    manifest.write_text(json.dumps(runs))
+    tune.main(["--manifest", str(manifest), "--out-table", str(tmp_path / "t.csv"), "--out-choice", str(tmp_path / "c.json")])
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert table.columns.tolist() == ["student.lambda", "student.select_on", "AP", "APr", "ECE"]
+    assert json.loads((tmp_path / "c.json").read_text()) == {"student": {"lambda": 2.0, "select_on": "teacher_score"}}
+
+    manifest.write_text(json.dumps([runs[0], {"metrics": "m.json"}]))
+    with pytest.raises(ArtifactError, match=r"grid.json: record 1 lacks \['overlay'\]"):
+        read_manifest(manifest, ("overlay", "metrics"))
