@@ -19,6 +19,7 @@ test: setup
 
 lint: setup
 	$(VENV)/ruff check stages tests envs benchmarks docs
+	$(VENV)/python -m tests.snakemake_lint
 
 # The DAG picture of docs/design.md, redrawn from the rules (tests/pipeline/test_architecture.py checks it is current).
 dag: setup

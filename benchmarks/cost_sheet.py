@@ -91,7 +91,7 @@ def main() -> None:
         ("teacher/*/checkpoints/*.pth (each)", "weights + AdamW state", checkpoint_gb, "estimated"),
         ("calibration/holdout_detections.parquet", f"{int(0.15 * LVIS_TRAIN_IMAGES):,} images x 300",
          0.15 * LVIS_TRAIN_IMAGES * 300 * 150 / 1e9, "estimated, ~150 bytes per detection with its mask RLE"),
-        ("eval/<model>/detections.json (each of 5)", f"{LVIS_VAL_IMAGES:,} images x 300", LVIS_VAL_IMAGES * 300 * 250 / 1e9,
+        ("eval/val/<model>/detections.json (each of 5)", f"{LVIS_VAL_IMAGES:,} images x 300", LVIS_VAL_IMAGES * 300 * 250 / 1e9,
          "estimated, ~250 bytes per detection in json"),
     ]
     lines = ["# The paper-scale run's cost (benchmarks/cost_sheet.py)", "",

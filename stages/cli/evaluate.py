@@ -17,7 +17,9 @@ from stages.utils import watchdog
 from stages.utils.atomic import write_csv, write_json
 from stages.utils.config import load_stage_config
 
-CONFIG_KEYS = ("evaluation", "calibration")
+# evaluation.sets is not read here: a new evaluation set must not rerun the other sets' evaluations
+CONFIG_KEYS = ("evaluation.max_detections", "evaluation.fixed_max_detections_per_class", "evaluation.ece_bins",
+               "evaluation.evaluator", "evaluation.guard_seconds", "calibration")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,8 @@ plotted data is written beside it as CSV. With the bootstrap's intervals, Table 
 metric's interval and the differences between rows with theirs; with the jobs' benchmark files,
 timings.csv and table1.md list every job's wall time and peak memory.
 
-CLI: python -m stages.cli.report --config CFG --eval-dir results/<run>/eval --models teacher student_soft ...
+CLI: python -m stages.cli.report --config CFG --eval-dir results/<run>/eval/<set> --models teacher student_soft ...
+        --evalset <set>
         --categories categories.parquet --ccece ccece.parquet [--intervals intervals.csv] [--dedup dedup_counts.json]
         [--holdout-ece ece.json] [--benchmarks B.tsv ...] --out-dir report/
 """
@@ -35,7 +36,7 @@ from stages.reporting.figures import (
     reliability_data,
     reliability_figure,
 )
-from stages.reporting.table1 import check_intervals, load_metrics, table1, table1_markdown
+from stages.reporting.table1 import check_intervals, figure_models, load_metrics, table1, table1_markdown
 from stages.reporting.timings import timings_table
 from stages.utils.atomic import write_csv, write_figure, write_text
 from stages.utils.config import load_stage_config
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--eval-dir", required=True, type=Path)
     parser.add_argument("--models", required=True, nargs="+")
+    parser.add_argument("--evalset", required=True, help="the evaluation set's name (evaluation.sets)")
     parser.add_argument("--categories", required=True, type=Path)
     parser.add_argument("--ccece", required=True, type=Path)
     parser.add_argument("--intervals", type=Path, default=None, help="the bootstrap's intervals.csv")
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     write_csv(frame, out / "table1.csv")
     write_csv(timings, out / "timings.csv")
     text = table1_markdown(
-        f"Table 1 - run `{config['run']}` (mask AP on {config['dataset']['source']} val; paper: LVIS v1 val)",
+        f"Table 1 - run `{config['run']}` (mask AP on {config['dataset']['source']} {args.evalset}; paper: LVIS v1 val)",
         frame, metrics_of, config["evaluation"]["ece_bins"], intervals,
         read_json(args.holdout_ece)["ece"] if args.holdout_ece else None,
         read_json(args.dedup) if args.dedup else None, timings)
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     fig1 = fig1_data(frame)
     write_csv(fig1, out / "fig1_ap_apr.csv")
     write_figure(fig1_figure(fig1), out / "fig1_ap_apr.png")
-    shown = [m for m in ("teacher", "student_soft_corrected") if m in args.models] or args.models[:2]
+    shown = figure_models(args.models)
     reliability = reliability_data(args.eval_dir, {m: metrics_of[m] for m in shown})
     write_csv(reliability, out / "fig3_reliability.csv")
     write_figure(reliability_figure(reliability), out / "fig3_reliability.png")

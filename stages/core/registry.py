@@ -29,6 +29,10 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def remove(self, name: str) -> T:
+        """Take ``name`` out again (a test's own registration); raises KeyError when absent."""
+        return self._items.pop(name)
+
     def get(self, name: str) -> T:
         if name not in self._items:
             raise ValueError(f"config key {self.what!r}: unknown name {name!r}; registered: {', '.join(self._items)}")

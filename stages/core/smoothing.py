@@ -11,7 +11,8 @@ to 1. The kinds are the teacher's ``teacher.smoothing`` values and the variants 
 * ``similarity_frequency``: the same with S' at gamma = ``teacher.gamma`` (similarity and the
   frequency term N_j^gamma): the paper's teacher.
 
-A new kind is one decorated function here.
+A new kind is one decorated function here; its registry entry also carries its label in Fig. 2's
+legend, so the sweep (``sweep.variants``) and the figure need nothing else.
 """
 
 from __future__ import annotations
@@ -30,43 +31,49 @@ TargetsFn = Callable[[np.ndarray, float], np.ndarray]
 class SmoothingKind:
     """``targets(similarity, eps)`` -> (C, C) float64; ``similarity`` is S' of eq. (2) computed with
     ``teacher.gamma`` when ``frequency_term``, else with gamma = 0 (kinds that ignore it get it too,
-    for its size)."""
+    for its size). ``label``: the kind in Fig. 2's legend."""
 
     targets: TargetsFn
     frequency_term: bool = False
+    label: str = ""
 
 
 SMOOTHING: Registry[SmoothingKind] = Registry("teacher.smoothing")
 
 
-def smoothing(name: str, *, frequency_term: bool = False) -> Callable[[TargetsFn], TargetsFn]:
-    """Register ``fn(similarity, eps)`` as the smoothing kind ``name``."""
+def smoothing(name: str, *, label: str, frequency_term: bool = False) -> Callable[[TargetsFn], TargetsFn]:
+    """Register ``fn(similarity, eps)`` as the smoothing kind ``name`` (``label``: its name in Fig. 2)."""
 
     def decorator(fn: TargetsFn) -> TargetsFn:
-        SMOOTHING.register(name)(SmoothingKind(fn, frequency_term))
+        SMOOTHING.register(name)(SmoothingKind(fn, frequency_term, label))
         return fn
 
     return decorator
 
 
-@smoothing("onehot")
+def smoothing_label(kind: str) -> str:
+    """A smoothing kind's label in Fig. 2 (its name where it registered none)."""
+    return SMOOTHING.get(kind).label or kind
+
+
+@smoothing("onehot", label="one-hot")
 def onehot_targets(similarity: np.ndarray, eps: float) -> np.ndarray:
     return np.eye(similarity.shape[0], dtype=np.float64)
 
 
-@smoothing("uniform")
+@smoothing("uniform", label="uniform smoothing")
 def uniform_targets(similarity: np.ndarray, eps: float) -> np.ndarray:
     num_classes = similarity.shape[0]
     return (1.0 - eps) * np.eye(num_classes) + eps * np.full((num_classes, num_classes), 1.0 / num_classes)
 
 
-@smoothing("similarity")
+@smoothing("similarity", label="similarity smoothing")
 def similarity_targets(similarity: np.ndarray, eps: float) -> np.ndarray:
     return (1.0 - eps) * np.eye(similarity.shape[0]) + eps * np.asarray(similarity, dtype=np.float64)
 
 
 # Same formula: the frequency term lives in S' (computed with teacher.gamma for this kind).
-smoothing("similarity_frequency", frequency_term=True)(similarity_targets)
+smoothing("similarity_frequency", label="similarity + frequency smoothing", frequency_term=True)(similarity_targets)
 
 
 def similarity_gamma(kind: str, gamma: float) -> float:

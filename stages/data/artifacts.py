@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages.utils.readers import read_npy, read_parquet
+from stages.utils.readers import read_json, read_npy, read_parquet
 
 ROW_SUM_TOLERANCE = 1e-4  # float32 rows of S' sum to 1 up to rounding
 
@@ -105,6 +105,20 @@ def read_ccece(path: Path | str, category_ids: list[int]) -> pd.DataFrame:
 def read_delta(path: Path | str, categories: list[dict[str, Any]]) -> np.ndarray:
     """The Delta vector of eq. (5) (the ``delta`` column), float32 in category order."""
     return read_ccece(path, [c["id"] for c in categories])["delta"].to_numpy(dtype=np.float32)
+
+
+def read_manifest(path: Path | str, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A target's manifest (written by the workflow's ``manifest`` rule): a json list of records,
+    each with at least ``keys``. Grid points travel as these structured values, never as strings
+    parsed back. Raises ArtifactError naming the file, the record and the missing key."""
+    records = read_json(path)  # a named error for a file that is not json
+    if not isinstance(records, list) or not records:
+        raise ArtifactError(f"{path}: a manifest is a non-empty json list of records")
+    for i, record in enumerate(records):
+        missing = [k for k in keys if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise ArtifactError(f"{path}: record {i} lacks {missing} (every record needs {list(keys)})")
+    return records
 
 
 DEDUP_DECISIONS = ("kept", "labeled_duplicate", "exact_duplicate", "near_duplicate")

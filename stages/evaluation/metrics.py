@@ -64,7 +64,7 @@ def evaluate_detections(config: dict[str, Any], gt_path: Path, detections: list[
     gt = load_lvis(gt_path)
     check_results(detections, gt, source, max_dets)
     per_class = detections_per_class(evaluation["fixed_max_detections_per_class"], len(gt["images"]))
-    fixed = {iou_type: fixed_pool_metrics(gt_path, detections, iou_type, per_class, evaluation["evaluator"], gt, source)
+    fixed = {iou_type: fixed_pool_metrics(gt_path, detections, iou_type, per_class, evaluation["evaluator"], gt)
              for iou_type in ("segm", "bbox")}
     cut_per_class = len(detections) - len(limit_per_class(detections, per_class))
     all_detections = len(detections)

@@ -23,7 +23,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
-from stages.core.pseudo_labels import STUDENT_VARIANTS, pseudo_label_targets
+from stages.core.pseudo_labels import PseudoLabelRule
 from stages.data.artifacts import read_delta
 from stages.data.lvis import category_order, dataset_dicts, image_counts, load_lvis, register
 from stages.modeling.build import build_detector, detectron2_config
@@ -42,39 +42,35 @@ from stages.utils.device import configure_torch
 from stages.utils.weights import load_checkpoint_state
 
 
-def pseudo_label_selection(detections: Instances, delta: torch.Tensor, lam: float, variant: str, loss: str,
-                           threshold: float, select_on: str = "teacher_score", ignore_threshold: float | None = None,
-                           nms_threshold: float = 0.5, scope: str = "all_classes",
+def pseudo_label_selection(detections: Instances, delta: torch.Tensor, rule: PseudoLabelRule
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Which of N teacher detections become pseudo-labels: (kept indices, ignore-band indices, the
-    variant's targets (N, C), the selection scores (N,)); every other detection is dropped.
+    """Which of N teacher detections become pseudo-labels under ``rule`` (stages.core.pseudo_labels):
+    (kept indices, ignore-band indices, the variant's targets (N, C), the selection scores (N,));
+    every other detection is dropped.
 
-    Kept: detections whose selection score (stages.core.pseudo_labels) exceeds ``threshold``, after
-    class-agnostic NMS (per-class NMS can leave one object under several classes, and the soft vector
-    already says how the mass is shared among them). With ``ignore_threshold``, the detections scoring
-    between it and ``threshold`` that survive the same NMS form the ignore band.
+    Kept: detections whose selection score exceeds ``rule.score_threshold``, after class-agnostic NMS
+    at ``rule.nms_threshold`` (per-class NMS can leave one object under several classes, and the
+    soft vector already says how the mass is shared among them). With ``rule.ignore_threshold``, the
+    detections scoring between it and the threshold that survive the same NMS form the ignore band.
     """
-    targets, scores = pseudo_label_targets(detections.class_scores, detections.pred_classes, delta, lam, variant, loss,
-                                           select_on, scope)
+    targets, scores = rule.targets(detections.class_scores, detections.pred_classes, delta)
+    threshold, ignore_threshold = rule.score_threshold, rule.ignore_threshold
     low = threshold if ignore_threshold is None else min(ignore_threshold, threshold)
     candidates = torch.nonzero(scores > low).flatten()
     if candidates.numel():
         boxes = detections.pred_boxes.tensor[candidates]
-        candidates = candidates[batched_nms(boxes, scores[candidates], torch.zeros_like(candidates), nms_threshold)]
+        candidates = candidates[batched_nms(boxes, scores[candidates], torch.zeros_like(candidates), rule.nms_threshold)]
     return candidates[scores[candidates] > threshold], candidates[scores[candidates] <= threshold], targets, scores
 
 
-def select_pseudo_labels(detections: Instances, delta: torch.Tensor, lam: float, variant: str, loss: str,
-                         threshold: float, select_on: str = "teacher_score", ignore_threshold: float | None = None,
-                         nms_threshold: float = 0.5, scope: str = "all_classes") -> Instances:
-    """Teacher detections (with ``class_scores`` and ``pred_masks``) -> student targets.
-
-    The kept detections of :func:`pseudo_label_selection` with their targets, then its ignore band
-    as ignore regions (``gt_classes`` -1): the proposals on them are left out of the classification
-    loss -- neither object nor background, since the teacher was not sure either way.
+def select_pseudo_labels(detections: Instances, delta: torch.Tensor, rule: PseudoLabelRule) -> Instances:
+    """Teacher detections (with ``class_scores`` (N, C) and ``pred_masks``) and the teacher's per-class
+    Delta (C,) -> student targets under ``rule``: the kept detections of
+    :func:`pseudo_label_selection` with their targets, then its ignore band as ignore regions
+    (``gt_classes`` -1): the proposals on them are left out of the classification loss -- neither
+    object nor background, since the teacher was not sure either way.
     """
-    keep, band, targets, scores = pseudo_label_selection(detections, delta, lam, variant, loss, threshold, select_on,
-                                                         ignore_threshold, nms_threshold, scope)
+    keep, band, targets, scores = pseudo_label_selection(detections, delta, rule)
     out = Instances(detections.image_size)
     order = torch.cat([keep, band])
     out.gt_boxes = Boxes(detections.pred_boxes.tensor[order])
@@ -107,13 +103,11 @@ class StudentLoss:
     """The loss of one distillation step (called by the trainer with the zipped batches)."""
 
     def __init__(self, student: torch.nn.Module, teacher: torch.nn.Module, delta: torch.Tensor,
-                 config: dict[str, Any], variant: str):
-        self.student, self.teacher, self.delta = student, teacher, delta
-        self.student_cfg = config["student"]
-        self.loss_kind = config["model"]["classifier_loss"]
-        self.variant = variant
-        self.uses_unlabeled = STUDENT_VARIANTS.get(variant).uses_unlabeled
-        self.device = torch.device(config["device"])
+                 rule: PseudoLabelRule, unlabeled_weight: float, device: str):
+        self.student, self.teacher, self.delta, self.rule = student, teacher, delta, rule
+        self.unlabeled_weight = unlabeled_weight
+        self.uses_unlabeled = rule.kind.uses_unlabeled
+        self.device = torch.device(device)
 
     @torch.no_grad()
     def pseudo_label(self, unlabeled: list[dict]) -> list[dict]:
@@ -128,10 +122,7 @@ class StudentLoss:
                                      f"unlabeled images {ids}: {exc}") from exc
         batch = []
         for u, out in zip(unlabeled, outputs):
-            pseudo = select_pseudo_labels(out["instances"], self.delta.to(self.device), self.student_cfg["lambda"],
-                                          self.variant, self.loss_kind, self.student_cfg["score_threshold"],
-                                          self.student_cfg["select_on"], self.student_cfg["ignore_threshold"],
-                                          scope=self.student_cfg["correction_scope"])
+            pseudo = select_pseudo_labels(out["instances"], self.delta.to(self.device), self.rule)
             batch.append({"image": u["image"], "height": u["height"], "width": u["width"], "instances": pseudo})
         # Logged with the losses: how many pseudo-labels pass the threshold, how many regions are ignored.
         storage = get_event_storage()
@@ -151,8 +142,7 @@ class StudentLoss:
         with no_sync():
             sum(labeled_losses.values()).backward()
         losses = {f"{k}_labeled": v.detach() for k, v in labeled_losses.items()}
-        weight = self.student_cfg["unlabeled_weight"]
-        losses.update({f"{k}_unlabeled": weight * v for k, v in self.student(pseudo_batch).items()})
+        losses.update({f"{k}_unlabeled": self.unlabeled_weight * v for k, v in self.student(pseudo_batch).items()})
         return losses
 
 
@@ -176,6 +166,7 @@ def build_student(config: dict[str, Any], teacher_weights: Path, num_classes: in
 def train_student(config: dict[str, Any], variant: str, labeled_json: Path, unlabeled_json: Path, image_root: Path,
                   teacher_weights: Path, ccece_path: Path, out: Path, checkpoint_dir: Path) -> None:
     student_cfg = config["student"]
+    rule = PseudoLabelRule.from_config(config, variant)  # a bad variant or setting fails before any data is read
     configure_torch(config["num_threads"], config["device"])
     labeled = load_lvis(labeled_json)
     unlabeled = load_lvis(unlabeled_json, require_annotations=False)
@@ -207,7 +198,7 @@ def train_student(config: dict[str, Any], variant: str, labeled_json: Path, unla
             raise ValueError(f"student.{key}={student_cfg[key]} does not split over {world_size} processes")
     labeled_weights = sampling_weights(labeled_dicts, config["model"]["repeat_factor_threshold"])
     labeled_mapper, unlabeled_mapper = train_mapper(config), WeakStrongMapper(config)
-    uses_unlabeled = STUDENT_VARIANTS.get(variant).uses_unlabeled
+    uses_unlabeled = rule.kind.uses_unlabeled
 
     def dataset(start_iter: int) -> ZippedBatches:
         streams = [IterationBatches(labeled_dicts, labeled_mapper, student_cfg["labeled_batch_size"] // world_size,
@@ -222,5 +213,7 @@ def train_student(config: dict[str, Any], variant: str, labeled_json: Path, unla
     if student_cfg["ema_decay"] is not None:
         extra["teacher"] = teacher  # the EMA teacher is part of the resumable state
     trainer_hooks = [EMAUpdate(teacher, student, student_cfg["ema_decay"])] if student_cfg["ema_decay"] is not None else []
-    train(student, cfg, dataset, checkpoint_dir, out, config["seed"], workers=config["data_workers"], loss_factory=lambda trained: StudentLoss(trained, teacher, delta, config, variant),
+    train(student, cfg, dataset, checkpoint_dir, out, config["seed"], workers=config["data_workers"],
+          loss_factory=lambda trained: StudentLoss(trained, teacher, delta, rule, student_cfg["unlabeled_weight"],
+                                                   config["device"]),
           extra_checkpointables=extra, extra_hooks=trainer_hooks)

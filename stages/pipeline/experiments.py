@@ -8,54 +8,56 @@ is a key into this table, never parsed back into values.
 
 from __future__ import annotations
 
-import copy
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from stages.utils.config import ConfigError, validate_config
+from stages.core.pseudo_labels import STUDENT_PREFIX, control_variants, ladder, student_model, tuned_variant
+from stages.utils.config import ConfigError, merged_over, validate_config
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """``kind``: teacher | student. ``dataset``: the labeled json it trains on (``train85``, ``full``
-    or ``full_frac<f>``). ``teacher``: a student's teacher (an experiment name; None: the main line's
-    train85 teacher). ``delta_on``: the holdout a student's Delta is estimated on, from its teacher's
-    detections (holdout15, or holdout15_a when the student is chosen on holdout15_b). ``evalset``: the
-    set it is evaluated on (val, holdout15, holdout15_b)."""
+    """``kind``: teacher | student. ``labeled``: the labeled set it trains on (``train85``, ``full``
+    or ``full_frac<f>``, the workflow's ``{labeled}``); ``fraction``: the share of the full labeled
+    set that is (Fig. 2; None otherwise). ``teacher``: a student's teacher (an experiment name; None:
+    the main line's train85 teacher). ``delta_on``: the holdout a student's Delta is estimated on, from
+    its teacher's detections (holdout15, or holdout15_a when the student is chosen on holdout15_b).
+    ``evalset``: the set it is evaluated on (an ``evaluation.sets`` name, holdout15 or holdout15_b:
+    the workflow's ``{evalset}``)."""
 
     name: str
     kind: str
-    dataset: str
+    labeled: str
+    evalset: str
     overlay: dict[str, Any] = field(default_factory=dict)
     variant: str | None = None
     teacher: str | None = None
     delta_on: str = "holdout15"
-    evalset: str = "val"
+    fraction: float | None = None
 
 
-def merged_config(config: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with the overlay's values put in (nested dicts merged key by key)."""
-    merged = copy.deepcopy(config)
-
-    def put(target: dict[str, Any], changes: dict[str, Any]) -> None:
-        for key, value in changes.items():
-            if isinstance(value, dict) and isinstance(target.get(key), dict):
-                put(target[key], value)
-            else:
-                target[key] = copy.deepcopy(value)
-
-    put(merged, overlay)
-    return merged
+# An experiment's config is the run's config with its overlay merged in, the way Snakemake merges a
+# --configfile over config.yaml: one merge, in stages.utils.config.
+merged_config = merged_over
 
 
-def fraction_dataset(fraction: float) -> str:
+def main_evalset(config: dict[str, Any]) -> str:
+    """The evaluation set the runs outside Table 1 are judged on (Fig. 2, the seeds, the retrained
+    teacher grid): the first of ``evaluation.sets``."""
+    return next(iter(config["evaluation"]["sets"]))
+
+
+def fraction_labeled(fraction: float) -> str:
+    """The ``{labeled}`` name of a class-keeping fraction of the full labeled train set (Fig. 2)."""
     return f"full_frac{float(fraction):g}"
 
 
 def sweep_experiments(config: dict[str, Any]) -> list[Experiment]:
-    """Fig. 2: a teacher per smoothing kind and labeled fraction of the full train set, on val."""
-    return [Experiment(f"sweep_{kind}_frac{float(f):g}", "teacher", fraction_dataset(f), {"teacher": {"smoothing": kind}})
+    """Fig. 2: a teacher per smoothing kind and labeled fraction of the full train set, on the main
+    evaluation set."""
+    return [Experiment(f"sweep_{kind}_frac{float(f):g}", "teacher", fraction_labeled(f), main_evalset(config),
+                       {"teacher": {"smoothing": kind}}, fraction=float(f))
             for kind in config["sweep"]["variants"] for f in config["sweep"]["fractions"]]
 
 
@@ -80,11 +82,11 @@ def point_name(prefix: str, point: dict[str, Any]) -> str:
     return "_".join([prefix, *(f"{k}{float(v):g}" if isinstance(v, (int, float)) else f"{k}{v}" for k, v in point.items())])
 
 
-def teacher_grid(config: dict[str, Any], dataset: str = "train85") -> list[Experiment]:
+def teacher_grid(config: dict[str, Any], labeled: str = "train85") -> list[Experiment]:
     """The grid ``tuning.teacher`` (eps x gamma in the paper, section 4.1): on train85, evaluated on
     holdout15; on ``full`` for the retrained final teacher (only the chosen point is ever built)."""
-    evalset = "holdout15" if dataset == "train85" else "val"
-    return [Experiment(point_name(f"teacher_{dataset}", p), "teacher", dataset, {"teacher": p}, evalset=evalset)
+    evalset = "holdout15" if labeled == "train85" else main_evalset(config)
+    return [Experiment(point_name(f"teacher_{labeled}", p), "teacher", labeled, evalset, {"teacher": p})
             for p in grid_points(config, "teacher")]
 
 
@@ -92,20 +94,22 @@ def student_grid(config: dict[str, Any]) -> list[Experiment]:
     """The grid ``tuning.student`` (lambda x unlabeled weight in the paper) of the corrected student
     from the train85 teacher, tuned as the paper tunes it on its 15% split, without reusing data:
     Delta from holdout15's half a, the choice on half b. lambda = 0 is the soft student."""
-    return [Experiment(point_name("student", p), "student", "train85", {"student": p}, variant="soft_corrected",
-                       delta_on="holdout15_a", evalset="holdout15_b")
+    return [Experiment(point_name("student", p), "student", "train85", "holdout15_b", {"student": p},
+                       variant=tuned_variant(), delta_on="holdout15_a")
             for p in grid_points(config, "student")]
 
 
 def table1_comparisons(models: list[str]) -> list[tuple[str, str]]:
     """Table 1's paired differences (a, b) = a minus b: every row against the teacher and against
     the control, and each step of the paper's ladder (one-hot -> soft -> soft + correction) against
-    the step before it."""
+    the step before it. Which variant is the control and where each sits on the ladder is part of
+    its registry entry (stages.core.pseudo_labels)."""
+    variants = [m.removeprefix(STUDENT_PREFIX) for m in models if m.startswith(STUDENT_PREFIX)]
     pairs = [(m, "teacher") for m in models if m != "teacher"]
-    if "student_labeled_only" in models:
-        pairs += [(m, "student_labeled_only") for m in models if m not in ("teacher", "student_labeled_only")]
-    ladder = [m for m in ("student_onehot", "student_soft", "student_soft_corrected") if m in models]
-    return pairs + list(zip(ladder[1:], ladder[:-1]))
+    for control in map(student_model, control_variants(variants)):
+        pairs += [(m, control) for m in models if m not in ("teacher", control)]
+    steps = [student_model(v) for v in ladder(variants)]
+    return pairs + list(zip(steps[1:], steps[:-1]))
 
 
 def seed_teacher(seed: int) -> str:
@@ -119,9 +123,9 @@ def seed_experiments(config: dict[str, Any]) -> list[Experiment]:
     for seed in config["seeds"]:
         if seed == config["seed"]:
             continue
-        runs.append(Experiment(seed_teacher(seed), "teacher", "train85", {"seed": seed}))
-        runs += [Experiment(f"seed{seed}_student_{v}", "student", "train85", {"seed": seed}, variant=v,
-                            teacher=seed_teacher(seed)) for v in config["student"]["variants"]]
+        runs.append(Experiment(seed_teacher(seed), "teacher", "train85", main_evalset(config), {"seed": seed}))
+        runs += [Experiment(f"seed{seed}_student_{v}", "student", "train85", main_evalset(config), {"seed": seed},
+                            variant=v, teacher=seed_teacher(seed)) for v in config["student"]["variants"]]
     return runs
 
 
@@ -140,9 +144,9 @@ def _same(a: Any, b: Any) -> bool:
     return float(a) == float(b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else a == b
 
 
-def chosen_teacher(config: dict[str, Any], choice: dict[str, dict[str, Any]], dataset: str) -> Experiment:
-    """The grid teacher on ``dataset`` at a tuning choice (the overlay written by stages.cli.tune)."""
-    for exp in teacher_grid(config, dataset):
+def chosen_teacher(config: dict[str, Any], choice: dict[str, dict[str, Any]], labeled: str) -> Experiment:
+    """The grid teacher on ``labeled`` at a tuning choice (the overlay written by stages.cli.tune)."""
+    for exp in teacher_grid(config, labeled):
         point = exp.overlay["teacher"]
         if point.keys() == choice["teacher"].keys() and all(_same(point[k], choice["teacher"][k]) for k in point):
             return exp

@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from stages.core.smoothing import smoothing_label  # noqa: E402
 from stages.utils.readers import read_json  # noqa: E402
 
 FREQUENCY_COLOURS = {"r": "tab:red", "c": "tab:orange", "f": "tab:green"}
@@ -129,12 +130,13 @@ def per_class_figure(data: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def sweep_table(runs: list[str]) -> pd.DataFrame:
+def sweep_table(runs: list[dict]) -> pd.DataFrame:
+    """Fig. 2's points: one row per run of the sweep's manifest (``smoothing``: the kind, ``fraction``:
+    of the labeled train set, ``metrics``: its metrics.json), with its mask AP, APr and ECE."""
     rows = []
-    for spec in runs:
-        variant, fraction, path = spec.split(":", 2)
-        metrics = read_json(path)
-        rows.append({"variant": variant, "fraction": float(fraction), "AP": metrics["segm"]["AP"],
+    for run in runs:
+        metrics = read_json(run["metrics"])
+        rows.append({"variant": run["smoothing"], "fraction": float(run["fraction"]), "AP": metrics["segm"]["AP"],
                      "APr": metrics["segm"]["APr"], "ECE": metrics["ece"]})
     return pd.DataFrame(rows).sort_values(["variant", "fraction"]).reset_index(drop=True)
 
@@ -143,7 +145,7 @@ def sweep_figure(table: pd.DataFrame) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     for ax, metric in zip(axes, ("AP", "APr")):
         for variant, part in table.groupby("variant", sort=False):
-            ax.plot(100 * part["fraction"], part[metric], marker="o", label=variant)
+            ax.plot(100 * part["fraction"], part[metric], marker="o", label=smoothing_label(variant))
         ax.set(xscale="log", xlabel="% of labeled training images", ylabel=f"mask {metric}", title=metric)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)

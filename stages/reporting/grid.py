@@ -1,40 +1,34 @@
 """Pick hyperparameters from a grid of runs evaluated on holdout15 (the paper's small grid search).
 
-The choice maximises holdout mask AP, ties broken by APr. Each run is
-``section.k1=v1,section.k2=v2:metrics.json`` with dotted config keys; the choice is the chosen point
-as a config overlay (``{"section": {"k1": v1, "k2": v2}}``, numbers), which stages.cli.write_config puts
-into a config.
+The choice maximises holdout mask AP, ties broken by APr. Each run of the grid's manifest is a
+grid point as a config overlay (``{"overlay": {"section": {"k1": v1, ...}}, "metrics": path}``,
+values as the config holds them, never parsed back from strings); the choice is the chosen point as
+such an overlay (numbers as floats), which stages.cli.write_config puts into a config.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 
 from stages.utils.readers import read_json
 
 
-def grid_table(runs: list[str]) -> pd.DataFrame:
+def grid_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per grid point: its values under dotted column names (``student.lambda``), then its
+    holdout mask AP, APr and ECE."""
     rows = []
-    for spec in runs:
-        settings, path = spec.split(":", 1)
-        row = {k: _value(v) for k, v in (pair.split("=", 1) for pair in settings.split(","))}
-        metrics = read_json(path)
+    for run in runs:
+        row = {f"{section}.{key}": value for section, values in run["overlay"].items() for key, value in values.items()}
+        metrics = read_json(run["metrics"])
         row.update(AP=metrics["segm"]["AP"], APr=metrics["segm"]["APr"], ECE=metrics["ece"])
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 METRIC_COLUMNS = ("AP", "APr", "ECE")
-
-
-def _value(text: str) -> float | str:
-    """A grid value as written in a run spec: a number, or a name (e.g. a select_on setting)."""
-    try:
-        return float(text)
-    except ValueError:
-        return text
 
 
 def choose(table: pd.DataFrame) -> dict[str, dict[str, float | str]]:

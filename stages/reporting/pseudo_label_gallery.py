@@ -13,7 +13,7 @@ Rule (fixed, config ``figures``, seeded with ``seed``):
 * Boxes: ``pseudo_label_boxes`` kept pseudo-labels, taking the images in turn and each image's in
   decreasing teacher score (an image without kept pseudo-labels offers its drawn detections). For
   each, the top-5 classes of every pseudo-labelling variant's target, side by side, computed by the
-  registry of stages.core.pseudo_labels (:func:`pseudo_label_targets`) with the config's lambda,
+  registry of stages.core.pseudo_labels (:class:`PseudoLabelRule`) with the config's lambda,
   loss, selection and correction scope; the Delta of every class shown is written beside it. (With
   ``student.use_tuned`` the students train with the tuning grid's choice; the gallery shows the
   config's own values.)
@@ -37,7 +37,7 @@ from detectron2.data import Metadata  # noqa: E402
 from detectron2.data import detection_utils as utils  # noqa: E402
 from detectron2.structures import Instances  # noqa: E402
 
-from stages.core.pseudo_labels import STUDENT_VARIANTS, pseudo_label_targets  # noqa: E402
+from stages.core.pseudo_labels import STUDENT_VARIANTS, PseudoLabelRule  # noqa: E402
 from stages.data.lvis import image_path  # noqa: E402
 from stages.modeling.data import test_transform  # noqa: E402
 from stages.modeling.student import pseudo_label_selection  # noqa: E402
@@ -116,9 +116,7 @@ def gallery_data(images: list[dict[str, Any]], detections: list[Instances], delt
         status = ["dropped"] * len(inst)
         selection = inst.scores.clone()
         if selecting is not None and len(inst):
-            keep, band, _, selection = pseudo_label_selection(
-                inst, delta, student["lambda"], selecting, loss, student["score_threshold"], student["select_on"],
-                student["ignore_threshold"], scope=student["correction_scope"])
+            keep, band, _, selection = pseudo_label_selection(inst, delta, PseudoLabelRule.from_config(config, selecting))
             for k in keep.tolist():
                 status[k] = "kept"
             for k in band.tolist():
@@ -147,12 +145,11 @@ def gallery_data(images: list[dict[str, Any]], detections: list[Instances], delt
 def _box_targets(img: dict[str, Any], inst: Instances, row: dict[str, Any], delta: torch.Tensor, variants: list[str],
                  config: dict[str, Any], names: list[str], ids: list[int]) -> dict[str, Any]:
     """One box's top-5 classes of every variant's target (stages.core.pseudo_labels)."""
-    student, k = config["student"], row["index"]
+    k = row["index"]
     targets = {}
     for variant in variants:
-        target, _ = pseudo_label_targets(inst.class_scores[k : k + 1], inst.pred_classes[k : k + 1], delta,
-                                         student["lambda"], variant, config["model"]["classifier_loss"],
-                                         student["select_on"], student["correction_scope"])
+        rule = PseudoLabelRule.from_config(config, variant)
+        target, _ = rule.targets(inst.class_scores[k : k + 1], inst.pred_classes[k : k + 1], delta)
         values = target[0]
         top = torch.argsort(values, descending=True)[:TOP_CLASSES].tolist()
         targets[variant] = [{"category_id": ids[c], "category": names[c], "value": float(values[c]),

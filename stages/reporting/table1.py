@@ -9,19 +9,30 @@ from pathlib import Path
 
 import pandas as pd
 
+from stages.core.pseudo_labels import STUDENT_PREFIX, PaperRow, ladder, model_variant, student_model
 from stages.utils.readers import read_json
 
-# Table 1 of the paper (LVIS v1 val, mask AP): the reference each of our rows stands for.
-PAPER_TABLE1 = {
-    "teacher": ("Supervised + non-unif. smooth. + class corr.", 54.0, 47.0),
-    # not in the paper: the teacher trained on with the students' schedule on labeled data alone
-    "student_labeled_only": ("Control: teacher continued on labeled data only", math.nan, math.nan),
-    "student_onehot": ("Semi-supervised baseline, one-hot labels", 54.8, 49.7),
-    "student_soft": ("+ soft student targets", 55.5, 53.0),
-    "student_soft_corrected": ("+ soft student targets + calibration correction", 56.8, 57.3),
-}
+# Table 1 of the paper (LVIS v1 val, mask AP): the teacher's row. A student's label and paper
+# numbers are part of its variant's registry entry (stages.core.pseudo_labels).
+TEACHER_LABEL = "Supervised + non-unif. smooth. + class corr."
+TEACHER_PAPER = PaperRow(54.0, 47.0, 0.22)
 
-PAPER_ECE = {"teacher": 0.22, "student_soft_corrected": 0.07}
+
+def row_reference(model: str) -> tuple[str, PaperRow]:
+    """(Table 1 description, the paper's numbers) of a model: the teacher, a registered student
+    variant, or any other name (itself, no paper numbers)."""
+    if model == "teacher":
+        return TEACHER_LABEL, TEACHER_PAPER
+    variant = model_variant(model)
+    return (variant.label or model, variant.paper) if variant is not None else (model, PaperRow())
+
+
+def figure_models(models: list[str]) -> list[str]:
+    """The models Figs. 3 and 4 compare: the teacher and the top step of the paper's ladder among
+    ``models`` (the paper's full method); the first two models when neither is there."""
+    steps = ladder([m.removeprefix(STUDENT_PREFIX) for m in models if model_variant(m) is not None])
+    shown = [m for m in ("teacher", *(student_model(s) for s in steps[-1:])) if m in models]
+    return shown or models[:2]
 
 
 # Table 1's metrics, in column order, each with its paired bootstrap interval: mask AP, APr, APc,
@@ -63,12 +74,12 @@ def table1(metrics_of: dict[str, dict], intervals: pd.DataFrame | None = None) -
     interval, when ``intervals`` are given), box AP, and the paper's numbers (NaN where it has none)."""
     rows = []
     for model, metrics in metrics_of.items():
-        label, paper_ap, paper_apr = PAPER_TABLE1.get(model, (model, math.nan, math.nan))
+        label, paper = row_reference(model)
         rows.append({"model": model, "description": label,
                      **{metric: metric_value(metrics, metric) for metric in INTERVAL_METRICS},
-                     "AP_bbox": metrics["bbox"]["AP"], "paper_AP": paper_ap, "paper_APr": paper_apr,
+                     "AP_bbox": metrics["bbox"]["AP"], "paper_AP": paper.ap, "paper_APr": paper.apr,
                      **{f"paper_{metric}": math.nan for metric in PAPER_WITHOUT},
-                     "paper_ECE": PAPER_ECE.get(model, math.nan)})
+                     "paper_ECE": paper.ece})
         if intervals is not None:
             for metric in INTERVAL_METRICS:
                 low, high = _interval(intervals, model, metric)
@@ -155,7 +166,7 @@ def calibration_table(metrics_of: dict[str, dict]) -> pd.DataFrame:
         by_freq = metrics.get("ece_per_frequency", {})
         rows.append({"model": model, "ECE": metrics["ece"], "ECE_r": by_freq.get("r", math.nan),
                      "ECE_c": by_freq.get("c", math.nan), "ECE_f": by_freq.get("f", math.nan),
-                     "paper_ECE": PAPER_ECE.get(model, math.nan)})  # fmt: skip
+                     "paper_ECE": row_reference(model)[1].ece})  # fmt: skip
     return pd.DataFrame(rows)
 
 

@@ -141,8 +141,8 @@ def build_index(vectors: np.ndarray, retrieve_cfg: dict[str, Any], seed: int = 0
                          "resolve auto with resolve_index first)")
     if retrieve_cfg.get("use_gpu"):
         index = _to_gpus(index, kind, shard=bool(retrieve_cfg.get("gpu_shard", True)))
-    refine = int(retrieve_cfg.get("refine_factor", 0) or 0)
-    if kind == "ivfpq" and refine > 1:
+    refine = int(retrieve_cfg["refine_factor"]) if kind == "ivfpq" else 0  # no default of its own: config.yaml's
+    if refine > 1:
         index = faiss.IndexRefineFlat(index)
         index.k_factor = float(refine)
     index.add(vectors)

@@ -1,7 +1,8 @@
 """The one loader of the pipeline's configuration.
 
-Snakemake validates the config against workflow/schemas/config.schema.yaml (filling defaults)
-and the rule ``stage_config`` writes it to ``results/<run>/config/<stage>.yaml`` whenever a value
+config.yaml is the defaults: Snakemake merges a ``--configfile`` over it, and :func:`validate_config`
+fills any key a config leaves out from it; workflow/schemas/config.schema.yaml holds the types and
+ranges. The rule ``stage_config`` writes the validated config to ``results/<run>/config/<stage>.yaml`` whenever a value
 the stage declares changes. Every stage CLI reads the config file it is given with
 :func:`load_stage_config`, which returns only the keys the stage declares in its ``CONFIG_KEYS``. The layout of ``results/<run>/`` is known only to workflow/rules/common.smk; stages receive
 explicit paths.
@@ -28,13 +29,30 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the key."""
 
 
-def _set_defaults(config: dict, schema: dict) -> dict:
-    """Fill missing keys with the schema's defaults (recursively), like snakemake's validate."""
-    for key, sub in schema.get("properties", {}).items():
-        if key not in config and "default" in sub:
-            config[key] = copy.deepcopy(sub["default"])
-        if sub.get("type") == "object" and isinstance(config.get(key), dict):
-            _set_defaults(config[key], sub)
+def default_config() -> dict[str, Any]:
+    """config.yaml as written: the defaults of every key (not validated here)."""
+    return yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+
+
+def merged_over(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``overlay`` merged over a copy of ``base``, nested mappings key by key and anything else
+    replaced: Snakemake's merge of a ``--configfile`` over config.yaml (its keys keep config.yaml's
+    order, new ones follow)."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged_over(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def fill_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (changed in place and returned) merged over ``defaults`` (:func:`merged_over`), so
+    that a config read here means what it means in the workflow."""
+    merged = merged_over(defaults, config)
+    config.clear()
+    config.update(merged)
     return config
 
 
@@ -50,13 +68,15 @@ def non_finite_keys(config: Any, prefix: str = "") -> list[str]:
 
 
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Validate ``config`` against the schema, fill defaults, and return it.
+    """Fill the keys ``config`` leaves out from config.yaml (in place), validate it against the
+    schema, and return it.
 
     Raises ConfigError naming every offending key and its problem. NaN and infinities are refused
     anywhere: a JSON-schema bound is false for NaN, so ``minimum``/``maximum`` would let them pass.
     """
     import jsonschema
 
+    fill_defaults(config, default_config())
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -66,7 +86,6 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         lines.append(f"config key '{key}': {err.message}")
     if lines:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
-    config = _set_defaults(config, schema)
     lines = combination_problems(config)
     if lines:
         raise ConfigError("invalid configuration (values that cannot work together):\n  " + "\n  ".join(lines))
@@ -80,7 +99,10 @@ def combination_problems(config: dict[str, Any]) -> list[str]:
     training processes, an LVIS source without its files. Checked with the schema, before the DAG runs."""
     lines = []
     dataset = config.get("dataset", {})
-    train_images = config.get("minilvis", {}).get("train_images")
+    minilvis = config.get("minilvis", {})
+    # the shapes preset sets its train size; lvis_shaped derives thousands of images from LVIS's
+    # statistics, and a user's LVIS train set is counted by the split stage (which names the key too)
+    train_images = minilvis.get(minilvis.get("preset"), {}).get("train_images")
     fraction = config.get("split", {}).get("holdout_fraction")
     if dataset.get("source") == "minilvis" and isinstance(train_images, int) and isinstance(fraction, (int, float)):
         problem = halving_problem(train_images, fraction)

@@ -8,8 +8,10 @@ import copy
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_util
 
 from stages.core.calibration import expected_calibration_error
+from stages.data.lvis import segmentation_rle
 from stages.evaluation.bootstrap import (
     METRICS,
     ap_summary,
@@ -99,6 +101,11 @@ def test_the_unresampled_draw_is_metrics_json(tmp_path) -> None:
 
     gt = make_gt(seed=2, n_images=25)
     dets = make_dets(gt, seed=2, crowded=3)
+    # evaluate validates its ground truth: make_gt's planted boundary areas (1024, 9216, 0) would be
+    # refused as inconsistent with their masks, so every area here is its mask's
+    sizes = {img["id"]: (img["height"], img["width"]) for img in gt["images"]}
+    for ann in gt["annotations"]:
+        ann["area"] = float(mask_util.area(segmentation_rle(ann["segmentation"], *sizes[ann["image_id"]])))
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(gt))
     config = {"evaluation": {"max_detections": 20, "ece_bins": 15, "evaluator": "fast", "fixed_max_detections_per_class": 7},

@@ -25,7 +25,7 @@ def test_a_results_dir_full_of_shell_syntax_is_just_a_directory(tmp_path: Path) 
     path = tmp_path / "hostile.yaml"
     path.write_text(yaml.safe_dump(config))
     run = results / config["run"]
-    targets = [run / "split" / "train85.json", run / "prototypes" / "similarity.npy"]
+    targets = [run / "split" / "train85.json", run / "prototypes" / "train85" / "similarity.npy"]
     done = subprocess.run([sys.executable, "-m", "snakemake", *map(str, targets), "--cores", "2", "--configfile",
                            str(path)], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]

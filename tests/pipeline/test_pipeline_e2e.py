@@ -49,11 +49,12 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 # The pictures of the report (workflow/rules/report.smk): file -> its data file and report category.
-PICTURES = {"fig1_ap_apr.png": ("fig1_ap_apr.csv", "Fig. 1: AP and APr"),
-            "fig5_examples.png": ("fig5_examples.csv", "Fig. 5: qualitative examples"),
-            "retrieval_gallery.png": ("retrieval_gallery.csv", "Retrieval gallery"),
-            "pseudo_label_gallery.png": ("pseudo_label_gallery.json", "Pseudo-label gallery"),
-            "training_curves.png": ("training_curves.csv", "Training curves")}  # fmt: skip
+# picture -> (its data file, its report category, its folder under report/: per evaluation set or per run)
+PICTURES = {"fig1_ap_apr.png": ("fig1_ap_apr.csv", "Fig. 1: AP and APr", "val"),
+            "fig5_examples.png": ("fig5_examples.csv", "Fig. 5: qualitative examples", ""),
+            "retrieval_gallery.png": ("retrieval_gallery.csv", "Retrieval gallery", ""),
+            "pseudo_label_gallery.png": ("pseudo_label_gallery.json", "Pseudo-label gallery", ""),
+            "training_curves.png": ("training_curves.csv", "Training curves", "")}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -61,7 +62,7 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_run, tmp_path):
     tiny_config_file = tiny_run
     run = _run_dir(tiny_config_file)
 
-    categories = pd.read_parquet(run / "prototypes" / "categories.parquet")
+    categories = pd.read_parquet(run / "prototypes" / "train85" / "categories.parquet")
     assert list(categories.columns[:5]) == ["index", "category_id", "name", "frequency", "instance_count"]
     assert categories["category_id"].is_monotonic_increasing
     num_classes = len(categories)
@@ -70,9 +71,9 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_run, tmp_path):
     assert not {i["id"] for i in train85["images"]} & {i["id"] for i in holdout["images"]}
     assert categories["instance_count"].sum() == len(train85["annotations"])
 
-    prototypes = np.load(run / "prototypes" / "prototypes.npy")
+    prototypes = np.load(run / "prototypes" / "train85" / "prototypes.npy")
     assert prototypes.dtype == np.float32 and prototypes.shape[0] == num_classes
-    similarity = np.load(run / "prototypes" / "similarity.npy")
+    similarity = np.load(run / "prototypes" / "train85" / "similarity.npy")
     assert similarity.dtype == np.float32 and similarity.shape == (num_classes, num_classes)
     np.testing.assert_allclose(similarity.sum(axis=1), 1.0, rtol=1e-5)
 
@@ -105,18 +106,18 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_run, tmp_path):
 
     models = ["teacher", "student_labeled_only", "student_onehot", "student_soft", "student_soft_corrected"]
     for model in models:
-        metrics = json.loads((run / "eval" / model / "metrics.json").read_text())
+        metrics = json.loads((run / "eval" / "val" / model / "metrics.json").read_text())
         for kind in ("segm", "bbox"):
             for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf", "AP-Fixed", "APr-Fixed",
                         "APc-Fixed", "APf-Fixed", "AP-Pool"):
                 assert key in metrics[kind]
         assert 0.0 <= metrics["ece"] <= 1.0
-        detections = json.loads((run / "eval" / model / "detections.json").read_text())
+        detections = json.loads((run / "eval" / "val" / model / "detections.json").read_text())
         per_image = pd.Series([d["image_id"] for d in detections]).value_counts()
         assert per_image.empty or per_image.max() <= 300
         assert all({"image_id", "category_id", "bbox", "score", "segmentation"} <= d.keys() for d in detections)
 
-    report = run / "report"
+    report = run / "report" / "val"
     table = pd.read_csv(report / "table1.csv")
     assert table["model"].tolist() == models
     intervals = pd.read_csv(report / "intervals.csv")
@@ -126,7 +127,7 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_run, tmp_path):
     assert len(finite) and (finite["low"] <= finite["high"]).all()
     assert table[["AP_low", "AP_high", "APr_low", "APr_high", "AP-Fixed_low", "APr-Fixed_high", "ECE_low"]].notna().all().all()
     timings = pd.read_csv(report / "timings.csv")
-    assert {"train_teacher_train85", "train_student_soft_corrected", "bootstrap", "predict_val_teacher"} <= set(timings["job"])
+    assert {"train_teacher_train85", "train_student_soft_corrected", "bootstrap_val", "predict_val_teacher"} <= set(timings["job"])
     assert (timings["seconds"] > 0).all()
     assert (report / "figS1_ccece.png").read_bytes()[:4] == b"\x89PNG"
     # the pictures: each PNG with its data file of documented columns (class names and counts not assumed)
@@ -136,16 +137,17 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_run, tmp_path):
     from stages.reporting.pseudo_label_gallery import PSEUDO_LABEL_KEYS
     from stages.reporting.retrieval_gallery import RETRIEVAL_COLUMNS
 
-    for png, (data, _) in PICTURES.items():
-        assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-        assert (report / data).stat().st_size > 0, data
+    for png, (data, _, folder) in PICTURES.items():
+        assert (run / "report" / folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert (run / "report" / folder / data).stat().st_size > 0, data
     fig1 = pd.read_csv(report / "fig1_ap_apr.csv")
     assert list(fig1.columns) == list(FIG1_COLUMNS) and list(dict.fromkeys(fig1["model"])) == models
-    assert list(pd.read_csv(report / "fig5_examples.csv").columns) == list(FIG5_COLUMNS)
-    retrieval = pd.read_csv(report / "retrieval_gallery.csv")
+    pictures = run / "report"
+    assert list(pd.read_csv(pictures / "fig5_examples.csv").columns) == list(FIG5_COLUMNS)
+    retrieval = pd.read_csv(pictures / "retrieval_gallery.csv")
     assert list(retrieval.columns) == list(RETRIEVAL_COLUMNS) and (retrieval["panel"] == "query").any()
-    assert tuple(json.loads((report / "pseudo_label_gallery.json").read_text())) == PSEUDO_LABEL_KEYS
-    curves = pd.read_csv(report / "training_curves.csv")
+    assert tuple(json.loads((pictures / "pseudo_label_gallery.json").read_text())) == PSEUDO_LABEL_KEYS
+    curves = pd.read_csv(pictures / "training_curves.csv")
     assert list(curves.columns) == list(CURVE_COLUMNS) and list(dict.fromkeys(curves["model"])) == models
     assert {"total_loss", "lr"} <= set(curves["metric"])
     # every training run's checkpoint directory holds TensorBoard's event files with metrics.json's steps
@@ -169,6 +171,16 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_run, tmp_path):
     pool_report = json.loads((run / "retrieval" / "images_pool_report.json").read_text())
     assert pool_report["embedded"] == pool_report["images"] and pool_report["skipped"] == 0
     assert not (run / "retrieval" / "shards_pool").exists()  # removed once the embeddings are written
+
+    # The premise, measured (stages/reporting/premise.py): every statistic with its documented columns.
+    from stages.reporting.premise import COLUMNS as PREMISE_COLUMNS
+
+    premise = pd.read_csv(pictures / "premise.csv")
+    assert list(premise.columns) == list(PREMISE_COLUMNS)
+    assert {"P1", "P2", "P3", "P4"} <= set(premise["premise"])
+    p1 = premise[premise["statistic"] == "teacher APr - AP (val, points)"].iloc[0]
+    assert p1["low"] <= p1["value"] <= p1["high"] or np.isnan(p1["value"])
+    assert "| P3 |" in (pictures / "premise.md").read_text()
 
     # The Snakemake report gathers the tables and figures (tiny_run made it).
     html = run / "report.html"
@@ -196,7 +208,7 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_run, tmp_path):
     other_eps = rerun_jobs({"teacher": {"eps": config["teacher"]["eps"] + 0.05}})
     assert "train_teacher" in other_eps and "similarity" not in other_eps and "retrieve" not in other_eps
     other_k = rerun_jobs({"evaluation": {"fixed_max_detections_per_class": 7}})  # AP-Fixed's K: evaluation only
-    assert {"evaluate", "bootstrap"} <= other_k and not other_k & {"predict_val", "ccece", "train_student"}
+    assert {"evaluate", "bootstrap"} <= other_k and not other_k & {"predict", "ccece", "train_student"}
 
 
 @pytest.mark.slow
@@ -217,9 +229,10 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     for png in shown:
         assert png in by_name, f"{png} is not embedded in the report"
         assert by_name[png]["mime"] == "data:image/png" and by_name[png]["width"], f"{png} does not load"
-    for png, (data, category) in PICTURES.items():
+    for png, (data, category, folder) in PICTURES.items():
         assert category in found["app"], category  # the report's navigation lists the category
-        assert {Path(p).name for p in found["categories"][category]["Other"]} == {png, data}
+        # a per-set figure sits under its set's subcategory, a per-run one under Snakemake's "Other"
+        assert {Path(p).name for p in found["categories"][category][folder or "Other"]} == {png, data}
         assert by_name[data]["mime"].startswith("data:")
     undecoded = [f["name"] for f in found["files"].values() if f["mime"] == "data:image/png" and not f["width"]]
     assert not undecoded
@@ -298,7 +311,7 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     points = {e.overlay["student"]["lambda"]: e.name for e in student_grid(resolved)}
     assert sorted(points) == [0.0, 2.0]
     for name in points.values():
-        assert (run / "experiments" / name / "eval_holdout15_b" / "metrics.json").exists()
+        assert (run / "experiments" / name / "eval" / "holdout15_b" / "metrics.json").exists()
     student_choice = json.loads((run / "tuning" / "student_choice.json").read_text())
     signature = json.loads((run / "student" / "soft_corrected" / "checkpoints" / "signature.json").read_text())
     assert signature["config"]["student"]["lambda"] == student_choice["student"]["lambda"]
@@ -307,7 +320,7 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
         ("onehot", 0.5), ("onehot", 1.0), ("similarity_frequency", 0.5), ("similarity_frequency", 1.0)]
     assert (run / "report" / "fig2_fraction_sweep.png").read_bytes()[:4] == b"\x89PNG"
     # paper_tables built Table 1 too, and its report gathers Table 1 and Figs. 2-4
-    assert (run / "report" / "table1.md").exists()
+    assert (run / "report" / "val" / "table1.md").exists()
     html = run / "paper_report.html"
     subprocess.run([*SNAKEMAKE, "paper_tables", "--cores", "1", "--configfile", str(path), "--report", str(html)],
                    cwd=repo, check=True, capture_output=True)

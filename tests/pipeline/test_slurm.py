@@ -46,7 +46,7 @@ def test_tiny_dag_through_slurm_profile(repo, slurm, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     run = Path(config["results_dir"]) / "slurm"
-    assert (run / "report" / "table1.md").exists()
+    assert (run / "report" / "val" / "table1.md").exists()
     # Submitted jobs leave their Slurm logs per rule; local rules do not.
     slurm_logs = tmp_path / "slurm_logs"
     submitted = {p.name.removeprefix("rule_") for p in slurm_logs.iterdir()} if slurm_logs.exists() else set()

@@ -76,13 +76,13 @@ def test_fig2_has_one_line_per_variant_over_the_fractions(tmp_path: Path) -> Non
         for fraction in (0.1, 0.5, 1.0):
             path = tmp_path / f"{variant}_{fraction}.json"
             path.write_text(json.dumps({"segm": {"AP": 20 * fraction + offset, "APr": 10 * fraction + offset}, "ece": 0.1}))
-            runs.append(f"{variant}:{fraction}:{path}")
+            runs.append({"smoothing": variant, "fraction": fraction, "metrics": str(path)})
     fig = sweep_figure(sweep_table(runs))
     for ax, metric, scale in zip(fig.axes, ("AP", "APr"), (20, 10)):
         assert ax.get_title() == metric
         lines = {line.get_label(): line.get_xydata() for line in ax.get_lines()}
-        assert set(lines) == {"onehot", "similarity_frequency"}
-        np.testing.assert_allclose(lines["similarity_frequency"], [[10, scale * 0.1 + 5], [50, scale * 0.5 + 5],
+        assert set(lines) == {"one-hot", "similarity + frequency smoothing"}  # the kinds' registered labels
+        np.testing.assert_allclose(lines["similarity + frequency smoothing"], [[10, scale * 0.1 + 5], [50, scale * 0.5 + 5],
                                                                    [100, scale + 5]])  # fmt: skip
 
 
@@ -113,7 +113,7 @@ def test_report_cli_writes_tables_figures_and_their_data(tmp_path: Path) -> None
     CATEGORIES.to_parquet(tmp_path / "categories.parquet")
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tmp_path / "results")))
-    report_stage.main(["--config", str(config), "--eval-dir", str(eval_dir), "--models", *MODELS,
+    report_stage.main(["--config", str(config), "--eval-dir", str(eval_dir), "--models", *MODELS, "--evalset", "val",
                        "--categories", str(tmp_path / "categories.parquet"), *_report_inputs(tmp_path),
                        "--out-dir", str(tmp_path / "report")])  # fmt: skip
     out = tmp_path / "report"
@@ -250,3 +250,27 @@ def test_paper_tables_builds_exactly_the_runs_the_tables_and_figures_need(tmp_pa
     assert jobs["fig2"] == jobs["report"] == jobs["paper_tables"] == 1
     assert ("tune_teacher" in jobs) == use_tuned
     assert "tune_student" not in jobs  # student.use_tuned is off
+
+
+def test_the_tuning_grid_reads_structured_points_from_its_manifest(tmp_path: Path) -> None:
+    """A grid point travels as its config overlay (numbers and names as the config holds them); the
+    choice is the best point's overlay (AP first, then APr)."""
+    from stages.cli import tune
+    from stages.data.artifacts import ArtifactError, read_manifest
+
+    runs = []
+    for i, (lam, select_on, ap, apr) in enumerate([(0.0, "teacher_score", 70.0, 60.0), (0.5, "corrected_score", 72.0, 55.0),
+                                                   (2.0, "teacher_score", 72.0, 58.0)]):
+        path = tmp_path / f"m{i}.json"
+        path.write_text(json.dumps({"segm": {"AP": ap, "APr": apr}, "ece": 0.1}))
+        runs.append({"overlay": {"student": {"lambda": lam, "select_on": select_on}}, "metrics": str(path)})
+    manifest = tmp_path / "grid.json"
+    manifest.write_text(json.dumps(runs))
+    tune.main(["--manifest", str(manifest), "--out-table", str(tmp_path / "t.csv"), "--out-choice", str(tmp_path / "c.json")])
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert table.columns.tolist() == ["student.lambda", "student.select_on", "AP", "APr", "ECE"]
+    assert json.loads((tmp_path / "c.json").read_text()) == {"student": {"lambda": 2.0, "select_on": "teacher_score"}}
+
+    manifest.write_text(json.dumps([runs[0], {"metrics": "m.json"}]))
+    with pytest.raises(ArtifactError, match=r"grid.json: record 1 lacks \['overlay'\]"):
+        read_manifest(manifest, ("overlay", "metrics"))

@@ -322,7 +322,8 @@ def test_flat_index_is_exact_and_clips_k() -> None:
 @pytest.mark.parametrize("kind", ["ivfflat", "ivfpq", "hnsw"])
 def test_approximate_indexes_recall_against_flat(kind: str) -> None:
     database, queries = clustered(5000, 64, 50, 2), clustered(200, 64, 50, 3)
-    cfg = {"index": kind, "nlist": 64, "pq_m": 32, "nprobe": 8, "use_gpu": False}  # measured: ivfpq 0.86, hnsw 0.84
+    cfg = {"index": kind, "nlist": 64, "pq_m": 32, "nprobe": 8, "use_gpu": False,
+           "refine_factor": 0}  # without exact re-ranking; measured: ivfpq 0.86, hnsw 0.84
     _, truth = search(build_index(database, {"index": "flat"}), queries, 10)
     _, ids = search(build_index(database, cfg), queries, 10)
     assert recall(ids, truth) > 0.5

@@ -118,6 +118,109 @@ def test_table1_comparisons_cover_teacher_control_and_each_ladder_step() -> None
         ("student_soft", "teacher"), ("student_soft_corrected", "teacher"), ("student_soft_corrected", "student_soft")]
 
 
+# ---------------------------------------------------------------- defaults in one place: config.yaml
+
+SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
+CONFIG_YAML = yaml.safe_load((REPO / "config.yaml").read_text())
+OVERLAY = yaml.safe_load((REPO / "configs" / "lvis.yaml").read_text())
+
+
+def _schema_leaves(node: dict, prefix: str = "") -> list[tuple[str, dict]]:
+    """(dotted key, schema node) of every key the schema declares, sections included."""
+    out = []
+    for name, sub in node.get("properties", {}).items():
+        out.append((f"{prefix}{name}", sub))
+        out += _schema_leaves(sub, f"{prefix}{name}.")
+    return out
+
+
+def _at(config: dict, key: str):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+@pytest.mark.parametrize("section", list(SCHEMA["properties"]))
+def test_a_schema_default_equals_config_yaml(section: str) -> None:
+    """config.yaml is the defaults; a `default:` left in the schema must say the same."""
+    differ = [(key, sub["default"], _at(CONFIG_YAML, key)) for key, sub in _schema_leaves(SCHEMA)
+              if key.split(".")[0] == section and "default" in sub and sub["default"] != _at(CONFIG_YAML, key)]
+    assert not differ, differ
+
+
+def test_config_yaml_sets_every_key_the_schema_declares() -> None:
+    missing = []
+    for key, _ in _schema_leaves(SCHEMA):
+        try:
+            _at(CONFIG_YAML, key)
+        except KeyError:
+            missing.append(key)
+    assert not missing, f"config.yaml is the defaults: it must set {missing}"
+
+
+def test_a_left_out_key_comes_from_config_yaml_merged_as_snakemake_merges() -> None:
+    from snakemake.utils import update_config  # the merge of --configfile over config.yaml
+
+    partial = {"run": "r", "student": {"lambda": 0.5}, "tuning": {"student": {"unlabeled_weight": [1.0, 2.0]}}}
+    expected = copy.deepcopy(CONFIG_YAML)
+    update_config(expected, copy.deepcopy(partial))
+    got = validate_config(copy.deepcopy(partial))
+    assert got == expected and list(got) == list(expected)
+    assert got["student"]["correction_scope"] == "detected_class"  # config.yaml's, the holdout15 choice
+    assert got["tuning"]["student"] == {"lambda": [0.0, 0.5, 1.0, 2.0], "select_on": ["teacher_score", "corrected_score"],
+                                        "unlabeled_weight": [1.0, 2.0]}  # a grid's axes merge, as in Snakemake
+
+
+def _leaves(node: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out = []
+    for key, value in node.items():
+        out += _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)]
+    return out
+
+
+def test_the_paper_scale_overlay_holds_only_what_differs_and_validates() -> None:
+    """configs/lvis.yaml is merged over config.yaml (README: --configfile configs/lvis.yaml): none of
+    its values repeats config.yaml's, every one is commented, and the merge is a valid config."""
+    from snakemake.utils import update_config
+
+    from stages.pipeline.registries import check_registered
+
+    def default(key: str):
+        try:
+            return _at(CONFIG_YAML, key)
+        except KeyError:
+            return KeyError
+
+    same = [key for key, value in _leaves(OVERLAY) if default(key) == value]
+    assert not same, f"configs/lvis.yaml repeats config.yaml's values of {same}"
+    merged = copy.deepcopy(CONFIG_YAML)
+    update_config(merged, copy.deepcopy(OVERLAY))
+    config = validate_config(merged)
+    check_registered(config)
+    assert config["student"]["correction_scope"] == "detected_class"  # no paper-scale exception to the holdout choice
+    assert config == load_config(REPO / "configs" / "lvis.yaml")  # the stages' loader merges alike
+
+    # every value line is commented: on the line, by the comment lines right above it, or on a parent's line
+    uncommented, parents, above = [], [], False  # parents: (indent, commented) of the enclosing sections
+    for number, line in enumerate((REPO / "configs" / "lvis.yaml").read_text().splitlines(), 1):
+        stripped, indent = line.strip(), len(line) - len(line.lstrip())
+        if stripped.startswith("#"):
+            above = True
+            continue
+        if not stripped:
+            above = False
+            continue
+        parents = [(i, c) for i, c in parents if i < indent]
+        commented = " #" in line or above or any(c for _, c in parents)
+        if stripped.endswith(":") or (stripped.split(" #")[0].rstrip().endswith(":")):
+            parents.append((indent, commented))
+        elif not commented:
+            uncommented.append(number)
+        above = False
+    assert not uncommented, f"configs/lvis.yaml lines without a reason: {uncommented}"
+
+
 # -- combinations of valid values that cannot work: refused with the schema, before the DAG runs, naming the key
 
 
@@ -129,7 +232,8 @@ def test_a_holdout_too_small_to_halve_is_refused_naming_the_key() -> None:
     """Before: split.holdout_fraction 0.01 on a small set passed the schema and snakemake -n, and split
     died with "cannot split 1 image(s) into train and holdout", naming no key."""
     config = _default()
-    config["minilvis"]["train_images"] = 60
+    config["minilvis"]["preset"] = "shapes"
+    config["minilvis"]["shapes"]["train_images"] = 60
     config["split"]["holdout_fraction"] = 0.01
     with pytest.raises(ConfigError, match=r"config key 'split.holdout_fraction': 0.01 of 60 train image\(s\) is a holdout "
                                           r"of 1 image\(s\); the split cuts the holdout into two halves .* use at least "
@@ -162,7 +266,8 @@ def test_an_lvis_source_without_its_files_is_refused() -> None:
 def test_snakemake_refuses_the_small_holdout_before_any_job(tmp_path: Path) -> None:
     config = _default()
     config.update(results_dir=str(tmp_path / "results"))
-    config["minilvis"]["train_images"] = 60
+    config["minilvis"]["preset"] = "shapes"
+    config["minilvis"]["shapes"]["train_images"] = 60
     config["split"]["holdout_fraction"] = 0.01
     path = tmp_path / "small.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -6,6 +6,7 @@ rule predict_holdout:
     input:
         config=stage_config("predict"),
         weights=holdout_teacher_weights,
+        categories=categories_file("train85"),
         images=HOLDOUT_JSON,
     output:
         f"{RUN}/calibration/holdout_detections.parquet",
@@ -19,7 +20,7 @@ rule predict_holdout:
     benchmark:
         f"{RUN}/benchmarks/predict_holdout.tsv",
     shell:
-        stage("predict") + " --weights {input.weights:q} --images-json {input.images:q}"
+        stage("predict") + " --weights {input.weights:q} --categories {input.categories:q} --images-json {input.images:q}"
         " --image-root {params.root:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -32,7 +33,6 @@ rule ccece:
         ccece=f"{RUN}/calibration/ccece.parquet",
         ece=f"{RUN}/calibration/ece.json",
         reliability=f"{RUN}/calibration/reliability.csv",
-    params:
     resources:
         **rule_resources("ccece"),
     log:

@@ -1,7 +1,13 @@
 # Paths and helpers shared by all rules: the one place that knows the layout of results/<run>/.
-# Every stage reads the config file its rule names (input `config`): config/<stage>.yaml, rewritten
-# only when a key the stage declares changes (stages/pipeline/declared.py), so that exactly the
-# jobs of the stages that read a changed value rerun.
+# Functions and constants only (the rules are in the other files). Every stage reads the config file
+# named by the `config` input of its rule, config/<stage>.yaml, rewritten only when a key the stage
+# declares changes (stages/pipeline/declared.py), so that exactly the jobs of the stages that read a
+# changed value rerun. Nothing here imports torch: every Slurm job re-reads these files.
+#
+# One wildcard name per concept: {labeled} the labeled set a model trains on (train85, full,
+# full_frac<f>), {evalset} a set models are judged on (an evaluation.sets name, holdout15,
+# holdout15_b), {model} a Table 1 row (teacher, student_<variant>), {variant} a student variant,
+# {experiment} a run outside the main line, {stage} a stage CLI, {images} an embedded image set.
 import json
 import shlex
 import sys
@@ -11,7 +17,8 @@ from stages.pipeline.declared import declared_hash, stage_names
 from stages.pipeline.experiments import (
     chosen_teacher,
     experiments,
-    fraction_dataset,
+    fraction_labeled,
+    main_evalset,
     merged_config,
     seed_teacher,
     student_grid,
@@ -20,6 +27,7 @@ from stages.pipeline.experiments import (
     teacher_grid,
 )
 from stages.pipeline.registries import check_registered
+from stages.utils.atomic import write_json
 from stages.utils.config import validate_config, write_config
 
 validate_config(config)  # also refuses NaN and infinities, which JSON-schema bounds let through
@@ -89,6 +97,18 @@ def training_stage(name, phase, rule):
     return f"{srun} {stage(name)}"
 
 
+def output_dir(name):
+    """params: the folder of output `name` (a rule's output prefix, derived from the output itself)."""
+    return lambda w, output: str(Path(output[name]).parent)
+
+
+def output_sibling(folder):
+    """params: a folder beside the rule's first output (e.g. resumable checkpoints, shards)."""
+    return lambda w, output: str(Path(output[0]).parent / folder)
+
+
+# Data
+
 MINILVIS = config["dataset"]["source"] == "minilvis"
 DATA = f"{RUN}/data"
 TRAIN_JSON = f"{DATA}/train.json"
@@ -98,26 +118,50 @@ HOLDOUT_JSON = f"{RUN}/split/holdout15.json"
 HOLDOUT_A_JSON = f"{RUN}/split/holdout15_a.json"  # the student's tuning: Delta from half a ...
 HOLDOUT_B_JSON = f"{RUN}/split/holdout15_b.json"  # ... the tuning.student grid point chosen on half b
 IMAGE_ROOT = f"{DATA}/images" if MINILVIS else config["dataset"]["image_root"]
-TEACHER_SPLIT = "full" if config["teacher"]["retrain_full"] else "train85"
+TEACHER_LABELED = "full" if config["teacher"]["retrain_full"] else "train85"
+FRACTIONS = [fraction_labeled(f) for f in config["sweep"]["fractions"]]
 
 
-def dataset_json(dataset):
+def labeled_json(labeled):
     """The labeled json a teacher trains on: train85, full, or a fraction of full (Fig. 2)."""
-    return {"train85": f"{RUN}/split/train85.json", "full": TRAIN_JSON}.get(dataset, f"{EXP}/data/{dataset}.json")
+    return {"train85": f"{RUN}/split/train85.json", "full": TRAIN_JSON}.get(labeled, f"{EXP}/data/{labeled}.json")
 
 
-def prototypes_dir(dataset):
-    # The contract's prototypes/ holds train85's; the full train set and the fractions have their own.
-    return {"train85": f"{RUN}/prototypes", "full": f"{RUN}/prototypes/full"}.get(dataset, f"{EXP}/prototypes/{dataset}")
+def prototypes_dir(labeled):
+    """categories.parquet, prototypes.npy and similarity.npy of a labeled set."""
+    return f"{RUN}/prototypes/{labeled}"
+
+
+def categories_file(labeled):
+    """The classes, in order, of a model trained on `labeled`: predictions take them from here."""
+    return f"{prototypes_dir(labeled)}/categories.parquet"
+
+
+# Evaluation sets: those of evaluation.sets (Table 1 each) and the holdout sets experiments are judged on.
+
+EVALSETS = list(config["evaluation"]["sets"])
+MAIN_EVALSET = main_evalset(config)  # the set Fig. 2, the seeds and the retrained teacher grid are judged on
+HOLDOUT_SETS = {"holdout15": HOLDOUT_JSON, "holdout15_b": HOLDOUT_B_JSON}
 
 
 def evalset_json(evalset):
-    return {"val": VAL_JSON, "holdout15": HOLDOUT_JSON, "holdout15_b": HOLDOUT_B_JSON}[evalset]
+    """The json a set's predictions and evaluation read: the data set's own val, an imported set
+    (import_evalset), or a holdout set of the split."""
+    if evalset in HOLDOUT_SETS:
+        return HOLDOUT_SETS[evalset]
+    return VAL_JSON if config["evaluation"]["sets"][evalset]["json"] is None else f"{DATA}/evalsets/{evalset}.json"
 
 
-def _tuned_teacher(dataset):
+def evalset_image_root(evalset):
+    root = config["evaluation"]["sets"].get(evalset, {}).get("image_root")
+    return IMAGE_ROOT if root is None else root
+
+
+# Teachers
+
+def _tuned_teacher(labeled):
     with open(checkpoints.tune_teacher.get().output.choice) as fh:
-        return f"{EXP}/{chosen_teacher(config, json.load(fh), dataset).name}/model_final.pth"
+        return f"{EXP}/{chosen_teacher(config, json.load(fh), labeled).name}/model_final.pth"
 
 
 def holdout_teacher_weights(wildcards=None):
@@ -136,6 +180,8 @@ def final_teacher_weights(wildcards=None):
     return f"{RUN}/teacher/full/model_final.pth"
 
 
+# Students and Table 1
+
 # The main-line students read the run's config, or with student.use_tuned its tuned copy.
 STUDENT_CONFIG = f"{RUN}/tuning/train_student.yaml" if config["student"]["use_tuned"] else stage_config("train_student")
 
@@ -150,32 +196,54 @@ def model_weights(wildcards):
     return f"{RUN}/student/{wildcards.model.removeprefix('student_')}/model_final.pth"
 
 
+# Fig. 5 and the pseudo-label gallery compare the teacher with Table 1's last row (the paper's method,
+# soft + correction, in the default ladder).
+SHOWN_STUDENT = MODELS[-1]
+
+
+def training_logs(wildcards=None):
+    """MODEL=metrics.json of the teacher and every student: detectron2's writer keeps it (and the
+    TensorBoard event files) in the checkpoint directory beside the final weights."""
+    weights = {"teacher": final_teacher_weights()} | {m: f"{RUN}/student/{m.removeprefix('student_')}/model_final.pth"
+                                                      for m in MODELS if m != "teacher"}
+    return [f"{m}={Path(w).parent / 'checkpoints' / 'metrics.json'}" for m, w in weights.items()]
+
+
+def eval_dir(evalset, model):
+    return f"{RUN}/eval/{evalset}/{model}"
+
+
 def report_outputs():
-    return [f"{RUN}/report/table1.md", f"{RUN}/report/table1.csv", f"{RUN}/report/fig3_reliability.png",
-            f"{RUN}/report/fig4_per_class_ap.png", f"{RUN}/report/fig3_reliability.csv",
-            f"{RUN}/report/fig4_per_class_ap.csv", f"{RUN}/report/premise.md",
-            f"{RUN}/report/premise.csv"] + picture_outputs()
+    """Table 1 and its figures for every evaluation set, and the run's own pictures."""
+    names = ["table1.md", "table1.csv", "fig1_ap_apr.png", "fig3_reliability.png", "fig4_per_class_ap.png",
+             "fig1_ap_apr.csv", "fig3_reliability.csv", "fig4_per_class_ap.csv"]
+    return [f"{RUN}/report/{s}/{name}" for s in EVALSETS for name in names] + run_report_outputs()
 
 
-def picture_outputs():
-    """The pictures beside the tables (workflow/rules/report.smk): Fig. 5, the galleries, the curves."""
-    return [f"{RUN}/report/{name}" for name in ("fig5_examples.png", "retrieval_gallery.png",
-                                                "pseudo_label_gallery.png", "training_curves.png")]
+def run_report_outputs():
+    """What the report shows once per run (workflow/rules/report.smk): the premise, Fig. 5, the
+    galleries, the training curves."""
+    return [f"{RUN}/report/{name}" for name in ("premise.md", "premise.csv", "fig5_examples.png",
+                                                "retrieval_gallery.png", "pseudo_label_gallery.png",
+                                                "training_curves.png")]
 
 
-rule stage_config:
-    """The validated config with its defaults, as stage `stage` reads it. It is rewritten only when
-    a value the stage declares changes (params), so a new value reruns the stages that read it --
-    their config file is newer than their outputs -- and nothing else."""
-    output:
-        f"{RUN}/config/{{stage}}.yaml",
-    wildcard_constraints:
-        stage="|".join(STAGES),
-    params:
-        declared=lambda w: trigger(w.stage),
-    localrule: True
-    run:
-        write_config(config, output[0])
+def main_line_benchmarks(evalset):
+    """The benchmark files of the jobs `all` runs for Table 1 on `evalset` (the tuning grids' jobs
+    are experiments); other sets' jobs are left out, so that adding a set leaves this one's report."""
+    bench = f"{RUN}/benchmarks"
+    names = ["make_minilvis" if MINILVIS else "import_lvis", "split", "embed_crops", "retrieve", "dedup",
+             "predict_holdout", "ccece", "prototypes_train85", "similarity_train85", f"bootstrap_{evalset}",
+             "premise", "fig5", "retrieval_gallery", "pseudo_label_gallery", "training_curves"]
+    names += [f"embed_images_{s}" for s in ("pool", "train", "val")]
+    names += [f"train_student_{v}" for v in config["student"]["variants"]]
+    names += [f"{rule}_{evalset}_{m}" for m in MODELS for rule in ("predict", "evaluate")]
+    names += [f"import_evalset_{evalset}"] if config["evaluation"]["sets"][evalset]["json"] is not None else []
+    if not config["teacher"]["use_tuned"]:
+        names += ["train_teacher_train85"] + (["train_teacher_full"] if config["teacher"]["retrain_full"] else [])
+    if config["teacher"]["retrain_full"]:
+        names += ["prototypes_full", "similarity_full"]
+    return [f"{bench}/{name}.tsv" for name in sorted(names)]
 
 
 # Experiments (experiments.smk and the targets built on them)
@@ -195,21 +263,52 @@ def experiment_delta_table(w):
             "holdout15_a": f"{RUN}/calibration/holdout15_a/ccece.parquet"}[exp.delta_on]
 
 
+def experiment_eval_dir(exp):
+    return f"{EXP}/{exp.name}/eval/{exp.evalset}"
+
+
 def experiment_metrics(exps):
-    return [f"{EXP}/{e.name}/eval_{e.evalset}/metrics.json" for e in exps]
-
-
-def grid_runs(exps, section):
-    """`key=value,...:metrics.json` per grid point, with dotted config keys (stages.cli.tune)."""
-    return [",".join(f"{section}.{k}={v}" for k, v in e.overlay[section].items()) + f":{m}"
-            for e, m in zip(exps, experiment_metrics(exps))]
+    return [f"{experiment_eval_dir(e)}/metrics.json" for e in exps]
 
 
 def seed_models(seed):
-    """Table 1's rows under ``seed``: (model, metrics.json, detections.json); the main line for the
-    config's own seed."""
+    """Table 1's rows under ``seed`` on the main evaluation set: (model, metrics.json,
+    detections.json); the main line for the config's own seed."""
     if seed == config["seed"]:
-        return [(m, f"{RUN}/eval/{m}/metrics.json", f"{RUN}/eval/{m}/detections.json") for m in MODELS]
+        return [(m, f"{eval_dir(MAIN_EVALSET, m)}/metrics.json", f"{eval_dir(MAIN_EVALSET, m)}/detections.json")
+                for m in MODELS]
     names = [("teacher", seed_teacher(seed))] + [(f"student_{v}", f"seed{seed}_student_{v}")
                                                   for v in config["student"]["variants"]]
-    return [(m, f"{EXP}/{n}/eval_val/metrics.json", f"{EXP}/{n}/eval_val/detections.json") for m, n in names]
+    return [(m, f"{experiment_eval_dir(EXPERIMENTS[n])}/metrics.json",
+             f"{experiment_eval_dir(EXPERIMENTS[n])}/detections.json") for m, n in names]
+
+
+# Manifests: the runs a grid target gathers, as json records (structured values, never strings
+# parsed back); the rule `manifest` writes them when they change.
+
+
+def grid_manifest(exps, section):
+    """A tuning grid: each point as a config overlay with its metrics.json (stages.cli.tune)."""
+    return [{"overlay": {section: e.overlay[section]}, "metrics": m} for e, m in zip(exps, experiment_metrics(exps))]
+
+
+MANIFESTS = {
+    "fig2": lambda: [{"smoothing": e.overlay["teacher"]["smoothing"], "fraction": e.fraction, "metrics": m}
+                     for e, m in zip(sweep_experiments(config), experiment_metrics(sweep_experiments(config)))],
+    "tune_teacher": lambda: grid_manifest(teacher_grid(config, "train85"), "teacher"),
+    "tune_student": lambda: grid_manifest(student_grid(config), "student"),
+    "seeds_runs": lambda: [{"seed": s, "model": model, "metrics": m} for s in config["seeds"]
+                           for model, m, _ in seed_models(s)],
+    "seeds_intervals": lambda: [{"seed": s, "intervals": f"{RUN}/seeds/seed{s}_intervals.csv"} for s in config["seeds"]],
+}
+
+
+def manifest(name):
+    return f"{RUN}/manifests/{name}.json"
+
+
+# The values each wildcard may take (rules narrow them further where they need to).
+wildcard_constraints:
+    experiment="|".join(EXPERIMENTS) or "^$",
+    labeled="|".join(["train85", "full", *FRACTIONS]),
+    evalset="|".join([*EVALSETS, *HOLDOUT_SETS]),

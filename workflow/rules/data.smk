@@ -11,7 +11,7 @@ if MINILVIS:
             pool=POOL_JSON,
             truth=f"{DATA}/pool_truth.json",
         params:
-            out=DATA,
+            out=output_dir("train"),
         resources:
             **rule_resources("make_minilvis"),
         log:

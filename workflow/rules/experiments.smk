@@ -4,12 +4,6 @@
 # gives; its rules are the main rules with other inputs.
 
 
-wildcard_constraints:
-    experiment="|".join(EXPERIMENTS),
-    evalset="val|holdout15|holdout15_b",
-    dataset="|".join(fraction_dataset(f) for f in config["sweep"]["fractions"]),
-
-
 rule experiment_stage_config:
     """The config file of stage `stage` in an experiment: the run's config with the experiment's
     overlay, rewritten when a value the stage declares changes."""
@@ -20,30 +14,21 @@ rule experiment_stage_config:
     params:
         declared=lambda w: trigger(w.stage, EXPERIMENTS[w.experiment].overlay),
     localrule: True
+    log:
+        f"{RUN}/logs/experiment_stage_config_{{experiment}}_{{stage}}.log",
     run:
         write_config(merged_config(config, EXPERIMENTS[wildcards.experiment].overlay), output[0])
-
-
-use rule prototypes as experiment_prototypes with:
-    input:
-        config=stage_config("prototypes"),
-        train=lambda w: dataset_json(w.dataset),
-    output:
-        categories=f"{EXP}/prototypes/{{dataset}}/categories.parquet",
-        prototypes=f"{EXP}/prototypes/{{dataset}}/prototypes.npy",
-    log:
-        f"{RUN}/logs/prototypes_{{dataset}}.log",
-    benchmark:
-        f"{RUN}/benchmarks/prototypes_{{dataset}}.tsv",
 
 
 use rule similarity as experiment_similarity with:
     input:
         config=experiment_stage_config("similarity"),
-        categories=lambda w: f"{prototypes_dir(EXPERIMENTS[w.experiment].dataset)}/categories.parquet",
-        prototypes=lambda w: f"{prototypes_dir(EXPERIMENTS[w.experiment].dataset)}/prototypes.npy",
+        categories=lambda w: f"{prototypes_dir(EXPERIMENTS[w.experiment].labeled)}/categories.parquet",
+        prototypes=lambda w: f"{prototypes_dir(EXPERIMENTS[w.experiment].labeled)}/prototypes.npy",
     output:
         f"{EXP}/{{experiment}}/similarity.npy",
+    wildcard_constraints:
+        experiment="|".join(EXPERIMENTS),
     log:
         f"{RUN}/logs/similarity_{{experiment}}.log",
     benchmark:
@@ -53,15 +38,12 @@ use rule similarity as experiment_similarity with:
 use rule train_teacher as experiment_teacher with:
     input:
         config=experiment_stage_config("train_teacher"),
-        train=lambda w: dataset_json(EXPERIMENTS[w.experiment].dataset),
+        train=lambda w: labeled_json(EXPERIMENTS[w.experiment].labeled),
         similarity=f"{EXP}/{{experiment}}/similarity.npy",
     output:
         f"{EXP}/{{experiment}}/model_final.pth",
     wildcard_constraints:
         experiment="|".join(name for name, e in EXPERIMENTS.items() if e.kind == "teacher") or "^$",
-    params:
-        root=IMAGE_ROOT,
-        checkpoints=lambda w, output: str(Path(output[0]).parent / "checkpoints"),
     log:
         f"{RUN}/logs/experiment_teacher_{{experiment}}.log",
     benchmark:
@@ -71,7 +53,7 @@ use rule train_teacher as experiment_teacher with:
 use rule train_student as experiment_student with:
     input:
         config=experiment_stage_config("train_student"),
-        labeled=lambda w: dataset_json(EXPERIMENTS[w.experiment].dataset),
+        labeled=lambda w: labeled_json(EXPERIMENTS[w.experiment].labeled),
         unlabeled=f"{RUN}/retrieval/unlabeled.json",
         teacher=experiment_teacher_weights,
         ccece=experiment_delta_table,
@@ -82,20 +64,23 @@ use rule train_student as experiment_student with:
     params:
         variant=lambda w: EXPERIMENTS[w.experiment].variant,
         root=IMAGE_ROOT,
-        checkpoints=lambda w, output: str(Path(output[0]).parent / "checkpoints"),
+        checkpoints=output_sibling("checkpoints"),
     log:
         f"{RUN}/logs/experiment_student_{{experiment}}.log",
     benchmark:
         f"{RUN}/benchmarks/experiment_student_{{experiment}}.tsv",
 
 
-use rule predict_val as experiment_predict with:
+use rule predict as experiment_predict with:
     input:
         config=stage_config("predict"),
         weights=f"{EXP}/{{experiment}}/model_final.pth",
+        categories=lambda w: categories_file(EXPERIMENTS[w.experiment].labeled),
         images=lambda w: evalset_json(w.evalset),
     output:
-        f"{EXP}/{{experiment}}/eval_{{evalset}}/detections.json",
+        f"{EXP}/{{experiment}}/eval/{{evalset}}/detections.json",
+    wildcard_constraints:
+        evalset="|".join([*EVALSETS, *HOLDOUT_SETS]),
     log:
         f"{RUN}/logs/experiment_predict_{{experiment}}_{{evalset}}.log",
     benchmark:
@@ -105,12 +90,14 @@ use rule predict_val as experiment_predict with:
 use rule evaluate as experiment_evaluate with:
     input:
         config=stage_config("evaluate"),
-        detections=f"{EXP}/{{experiment}}/eval_{{evalset}}/detections.json",
+        detections=f"{EXP}/{{experiment}}/eval/{{evalset}}/detections.json",
         gt=lambda w: evalset_json(w.evalset),
     output:
-        metrics=f"{EXP}/{{experiment}}/eval_{{evalset}}/metrics.json",
-        per_class=f"{EXP}/{{experiment}}/eval_{{evalset}}/per_class_ap.csv",
-        reliability=f"{EXP}/{{experiment}}/eval_{{evalset}}/reliability.csv",
+        metrics=f"{EXP}/{{experiment}}/eval/{{evalset}}/metrics.json",
+        per_class=f"{EXP}/{{experiment}}/eval/{{evalset}}/per_class_ap.csv",
+        reliability=f"{EXP}/{{experiment}}/eval/{{evalset}}/reliability.csv",
+    wildcard_constraints:
+        evalset="|".join([*EVALSETS, *HOLDOUT_SETS]),
     log:
         f"{RUN}/logs/experiment_evaluate_{{experiment}}_{{evalset}}.log",
     benchmark:
@@ -120,7 +107,7 @@ use rule evaluate as experiment_evaluate with:
 use rule ccece as experiment_ccece with:
     input:
         config=stage_config("ccece"),
-        detections=f"{EXP}/{{experiment}}/eval_holdout15/detections.json",
+        detections=f"{EXP}/{{experiment}}/eval/holdout15/detections.json",
         gt=HOLDOUT_JSON,
     output:
         ccece=f"{EXP}/{{experiment}}/calibration/ccece.parquet",

@@ -1,34 +1,68 @@
-# The paper's Table 1 (with intervals), Figs. 1, 3-5, the picture galleries (retrieval, pseudo-labels),
-# the training curves and the run's per-job cost, gathered in the Snakemake report (each figure with
-# its data file, under a category of its own; its caption states its selection rule).
-
-# Fig. 5 and the pseudo-label gallery compare the teacher with Table 1's last row (the paper's method,
-# soft + correction, in the default ladder).
-SHOWN_STUDENT = MODELS[-1]
+# The paper's Table 1 (with intervals), Figs. 1, 3, 4 and S1 and the run's per-job cost, one report per
+# evaluation set {evalset} (report/<set>/); the premise, Fig. 5, the picture galleries (retrieval,
+# pseudo-labels) and the training curves once per run (report/). All gathered in the Snakemake report,
+# each figure with its data file under a category of its own; its caption states its selection rule.
 
 
-def main_line_benchmarks():
-    """The benchmark files of the jobs `all` runs (the tuning grids' jobs are experiments)."""
-    bench = f"{RUN}/benchmarks"
-    names = ["make_minilvis" if MINILVIS else "import_lvis", "split", "embed_crops", "retrieve", "dedup",
-             "predict_holdout", "ccece", "bootstrap", "premise", "prototypes", "similarity",
-             "fig5", "retrieval_gallery", "pseudo_label_gallery", "training_curves"]
-    names += [f"embed_images_{s}" for s in ("pool", "train", "val")]
-    names += [f"train_student_{v}" for v in config["student"]["variants"]]
-    names += [f"{rule}_{m}" for m in MODELS for rule in ("predict_val", "evaluate")]
-    if not config["teacher"]["use_tuned"]:
-        names += ["train_teacher_train85"] + (["train_teacher_full"] if config["teacher"]["retrain_full"] else [])
-    if config["teacher"]["retrain_full"]:
-        names += ["prototypes/full", "similarity/full"]
-    return [f"{bench}/{name}.tsv" for name in sorted(names)]
+rule report:
+    input:
+        config=stage_config("report"),
+        metrics=lambda w: [f"{eval_dir(w.evalset, m)}/metrics.json" for m in MODELS],
+        per_class=lambda w: [f"{eval_dir(w.evalset, m)}/per_class_ap.csv" for m in MODELS],
+        reliability=lambda w: [f"{eval_dir(w.evalset, m)}/reliability.csv" for m in MODELS],
+        categories=categories_file(TEACHER_LABELED),
+        ccece=f"{RUN}/calibration/ccece.parquet",
+        intervals=f"{RUN}/report/{{evalset}}/intervals.csv",
+        dedup=f"{RUN}/retrieval/dedup_counts.json",
+        ece=f"{RUN}/calibration/ece.json",
+        benchmarks=lambda w: main_line_benchmarks(w.evalset),
+    output:
+        table_md=report(f"{RUN}/report/{{evalset}}/table1.md", category="Table 1", subcategory="{evalset}",
+                        caption="../report/table1.rst"),
+        table_csv=f"{RUN}/report/{{evalset}}/table1.csv",
+        timings=report(f"{RUN}/report/{{evalset}}/timings.csv", category="Run cost", subcategory="{evalset}",
+                       caption="../report/timings.rst"),
+        fig3=report(f"{RUN}/report/{{evalset}}/fig3_reliability.png", category="Figures", subcategory="{evalset}",
+                    caption="../report/fig3.rst"),
+        fig4=report(f"{RUN}/report/{{evalset}}/fig4_per_class_ap.png", category="Figures", subcategory="{evalset}",
+                    caption="../report/fig4.rst"),
+        fig1=report(f"{RUN}/report/{{evalset}}/fig1_ap_apr.png", category="Fig. 1: AP and APr", subcategory="{evalset}",
+                    caption="../report/fig1.rst"),
+        fig1_data=report(f"{RUN}/report/{{evalset}}/fig1_ap_apr.csv", category="Fig. 1: AP and APr",
+                         subcategory="{evalset}", caption="../report/fig1.rst"),
+        figS1=report(f"{RUN}/report/{{evalset}}/figS1_ccece.png", category="Figures", subcategory="{evalset}",
+                     caption="../report/figS1.rst"),
+        fig3_data=report(f"{RUN}/report/{{evalset}}/fig3_reliability.csv", category="Figure data",
+                         subcategory="{evalset}", caption="../report/fig3.rst"),
+        fig4_data=report(f"{RUN}/report/{{evalset}}/fig4_per_class_ap.csv", category="Figure data",
+                         subcategory="{evalset}", caption="../report/fig4.rst"),
+        figS1_data=report(f"{RUN}/report/{{evalset}}/figS1_ccece.csv", category="Figure data",
+                          subcategory="{evalset}", caption="../report/figS1.rst"),
+    wildcard_constraints:
+        evalset="|".join(EVALSETS),
+    params:
+        models=MODELS,
+        evalset=lambda w: w.evalset,
+        eval_dir=lambda w, input: str(Path(input.metrics[0]).parent.parent),
+        out_dir=output_dir("table_md"),
+    resources:
+        **rule_resources("report"),
+    log:
+        f"{RUN}/logs/report_{{evalset}}.log",
+    shell:
+        stage("report") + " --eval-dir {params.eval_dir:q} --models {params.models:q} --evalset {params.evalset:q}"
+        " --categories {input.categories:q} --ccece {input.ccece:q} --intervals {input.intervals:q}"
+        " --dedup {input.dedup:q} --holdout-ece {input.ece:q} --benchmarks {input.benchmarks:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule premise:
-    """The paper's premise measured on this run (P1-P4, stages/reporting/premise.py)."""
+    """The paper's premise measured on this run (P1-P4, stages/reporting/premise.py), on the main
+    evaluation set."""
     input:
         config=stage_config("premise"),
-        val_gt=VAL_JSON,
-        teacher=f"{RUN}/eval/teacher/detections.json",
+        val_gt=evalset_json(MAIN_EVALSET),
+        teacher=f"{eval_dir(MAIN_EVALSET, 'teacher')}/detections.json",
         holdout_gt=HOLDOUT_JSON,
         holdout=rules.predict_holdout.output[0],
         unlabeled=f"{RUN}/retrieval/unlabeled.json",
@@ -51,58 +85,20 @@ rule premise:
         " --pool {input.pool:q} {params.truth:q} --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
 
 
-rule report:
-    input:
-        config=stage_config("report"),
-        metrics=expand(f"{RUN}/eval/{{model}}/metrics.json", model=MODELS),
-        per_class=expand(f"{RUN}/eval/{{model}}/per_class_ap.csv", model=MODELS),
-        reliability=expand(f"{RUN}/eval/{{model}}/reliability.csv", model=MODELS),
-        categories=f"{prototypes_dir(TEACHER_SPLIT)}/categories.parquet",
-        ccece=f"{RUN}/calibration/ccece.parquet",
-        intervals=rules.bootstrap.output[0],
-        dedup=f"{RUN}/retrieval/dedup_counts.json",
-        ece=f"{RUN}/calibration/ece.json",
-        benchmarks=main_line_benchmarks(),
-    output:
-        table_md=report(f"{RUN}/report/table1.md", category="Table 1", caption="../report/table1.rst"),
-        table_csv=f"{RUN}/report/table1.csv",
-        fig1=report(f"{RUN}/report/fig1_ap_apr.png", category="Fig. 1: AP and APr", caption="../report/fig1.rst"),
-        fig1_data=report(f"{RUN}/report/fig1_ap_apr.csv", category="Fig. 1: AP and APr", caption="../report/fig1.rst"),
-        timings=report(f"{RUN}/report/timings.csv", category="Run cost", caption="../report/timings.rst"),
-        fig3=report(f"{RUN}/report/fig3_reliability.png", category="Figures", caption="../report/fig3.rst"),
-        fig4=report(f"{RUN}/report/fig4_per_class_ap.png", category="Figures", caption="../report/fig4.rst"),
-        figS1=report(f"{RUN}/report/figS1_ccece.png", category="Figures", caption="../report/figS1.rst"),
-        fig3_data=report(f"{RUN}/report/fig3_reliability.csv", category="Figure data", caption="../report/fig3.rst"),
-        fig4_data=report(f"{RUN}/report/fig4_per_class_ap.csv", category="Figure data", caption="../report/fig4.rst"),
-        figS1_data=report(f"{RUN}/report/figS1_ccece.csv", category="Figure data", caption="../report/figS1.rst"),
-    params:
-        models=MODELS,
-        eval_dir=f"{RUN}/eval",
-        out_dir=f"{RUN}/report",
-    resources:
-        **rule_resources("report"),
-    log:
-        f"{RUN}/logs/report.log",
-    shell:
-        stage("report") + " --eval-dir {params.eval_dir:q} --models {params.models:q} --categories {input.categories:q}"
-        " --ccece {input.ccece:q} --intervals {input.intervals:q} --dedup {input.dedup:q} --holdout-ece {input.ece:q}"
-        " --benchmarks {input.benchmarks:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
-
-
 rule fig5:
     """The paper's Fig. 5: val images with rare classes, the teacher's and the student's top detections."""
     input:
         config=stage_config("fig5"),
-        val=VAL_JSON,
-        teacher=f"{RUN}/eval/teacher/detections.json",
-        student=f"{RUN}/eval/{SHOWN_STUDENT}/detections.json",
+        val=evalset_json(MAIN_EVALSET),
+        teacher=f"{eval_dir(MAIN_EVALSET, 'teacher')}/detections.json",
+        student=f"{eval_dir(MAIN_EVALSET, SHOWN_STUDENT)}/detections.json",
     output:
         png=report(f"{RUN}/report/fig5_examples.png", category="Fig. 5: qualitative examples",
                    caption="../report/fig5.rst"),
         csv=report(f"{RUN}/report/fig5_examples.csv", category="Fig. 5: qualitative examples",
                    caption="../report/fig5.rst"),
     params:
-        root=IMAGE_ROOT,
+        root=evalset_image_root(MAIN_EVALSET),
         student=SHOWN_STUDENT,
     resources:
         **rule_resources("fig5"),
@@ -152,7 +148,7 @@ rule pseudo_label_gallery:
         config=stage_config("pseudo_label_gallery"),
         teacher=final_teacher_weights,
         unlabeled=f"{RUN}/retrieval/unlabeled.json",
-        categories=f"{prototypes_dir(TEACHER_SPLIT)}/categories.parquet",
+        categories=categories_file(TEACHER_LABELED),
         ccece=f"{RUN}/calibration/ccece.parquet",
     output:
         png=report(f"{RUN}/report/pseudo_label_gallery.png", category="Pseudo-label gallery",
@@ -172,14 +168,6 @@ rule pseudo_label_gallery:
         stage("pseudo_label_gallery") + " --teacher {input.teacher:q} --unlabeled {input.unlabeled:q}"
         " --image-root {params.root:q} --categories {input.categories:q} --ccece {input.ccece:q}"
         " --out-png {output.png:q} --out-json {output.json:q} > {log:q} 2>&1"
-
-
-def training_logs(wildcards=None):
-    """MODEL=metrics.json of the teacher and every student: detectron2's writer keeps it (and the
-    TensorBoard event files) in the checkpoint directory beside the final weights."""
-    weights = {"teacher": final_teacher_weights()} | {m: f"{RUN}/student/{m.removeprefix('student_')}/model_final.pth"
-                                                      for m in MODELS if m != "teacher"}
-    return [f"{m}={Path(w).parent / 'checkpoints' / 'metrics.json'}" for m, w in weights.items()]
 
 
 rule training_curves:

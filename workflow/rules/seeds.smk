@@ -1,13 +1,16 @@
-# `snakemake seeds`: Table 1 again under every seed of `seeds` on the same data.
+# `snakemake seeds`: Table 1 again under every seed of `seeds` on the same data, judged on the main
+# evaluation set (the first of evaluation.sets).
 
 
 use rule bootstrap as seed_bootstrap with:
     input:
         config=stage_config("bootstrap"),
-        gt=VAL_JSON,
+        gt=evalset_json(MAIN_EVALSET),
         detections=lambda w: [d for _, _, d in seed_models(int(w.seed))],
     output:
         f"{RUN}/seeds/seed{{seed}}_intervals.csv",
+    wildcard_constraints:
+        seed="|".join(str(s) for s in config["seeds"]),
     params:
         detections=lambda w: [f"{m}={d}" for m, _, d in seed_models(int(w.seed))],
         compare=TABLE1_COMPARE,
@@ -21,18 +24,17 @@ rule seeds:
     """Table 1 under every seed of `seeds` (not part of `all`): mean +- std per row, and each seed's
     paired-bootstrap differences."""
     input:
+        runs=manifest("seeds_runs"),
+        intervals=manifest("seeds_intervals"),
         metrics=[m for s in config["seeds"] for _, m, _ in seed_models(s)],
-        intervals=[f"{RUN}/seeds/seed{s}_intervals.csv" for s in config["seeds"]],
+        seed_intervals=[f"{RUN}/seeds/seed{s}_intervals.csv" for s in config["seeds"]],
     output:
         table=f"{RUN}/seeds/seeds.csv",
         differences=f"{RUN}/seeds/seeds_differences.csv",
         md=report(f"{RUN}/seeds/seeds.md", category="Seeds", caption="../report/seeds.rst"),
-    params:
-        runs=[f"{s}:{model}:{m}" for s in config["seeds"] for model, m, _ in seed_models(s)],
-        intervals=[f"{s}:{RUN}/seeds/seed{s}_intervals.csv" for s in config["seeds"]],
     localrule: True
     log:
         f"{RUN}/logs/seeds.log",
     shell:
-        f"{shlex.quote(sys.executable)} -m stages.cli.seeds --runs {{params.runs:q}} --intervals {{params.intervals:q}}"
+        f"{shlex.quote(sys.executable)} -m stages.cli.seeds --runs {{input.runs:q}} --intervals {{input.intervals:q}}"
         " --out-table {output.table:q} --out-differences {output.differences:q} --out-md {output.md:q} > {log:q} 2>&1"

@@ -4,7 +4,7 @@
 rule train_student:
     input:
         config=STUDENT_CONFIG,
-        labeled=dataset_json(TEACHER_SPLIT),
+        labeled=labeled_json(TEACHER_LABELED),
         unlabeled=f"{RUN}/retrieval/unlabeled.json",
         teacher=final_teacher_weights,
         ccece=f"{RUN}/calibration/ccece.parquet",
@@ -15,7 +15,7 @@ rule train_student:
     params:
         variant=lambda w: w.variant,
         root=IMAGE_ROOT,
-        checkpoints=lambda w, output: str(Path(output[0]).parent / "checkpoints"),
+        checkpoints=output_sibling("checkpoints"),
     threads: config["num_threads"]
     resources:
         **training_resources("train_student", "student"),

@@ -8,8 +8,7 @@ rule subsample:
         config=stage_config("subsample"),
         train=TRAIN_JSON,
     output:
-        [dataset_json(fraction_dataset(f)) for f in config["sweep"]["fractions"]],
-    params:
+        [labeled_json(labeled) for labeled in FRACTIONS],
     resources:
         **rule_resources("subsample"),
     log:
@@ -23,18 +22,16 @@ rule subsample:
 rule fig2:
     """Fig. 2: teacher AP and APr against the labeled fraction, per smoothing kind."""
     input:
-        experiment_metrics(sweep_experiments(config)),
+        manifest=manifest("fig2"),
+        metrics=experiment_metrics(sweep_experiments(config)),
     output:
         table=f"{RUN}/report/fig2_fraction_sweep.csv",
         figure=report(f"{RUN}/report/fig2_fraction_sweep.png", category="Figures", caption="../report/fig2.rst"),
-    params:
-        runs=[f"{e.overlay['teacher']['smoothing']}:{float(e.dataset.removeprefix('full_frac'))}:{m}"
-              for e, m in zip(sweep_experiments(config), experiment_metrics(sweep_experiments(config)))],
     localrule: True
     resources:
         **rule_resources("fig2"),
     log:
         f"{RUN}/logs/fig2.log",
     shell:
-        f"{shlex.quote(sys.executable)} -m stages.cli.fig2 --runs {{params.runs:q}}"
+        f"{shlex.quote(sys.executable)} -m stages.cli.fig2 --manifest {{input.manifest:q}}"
         " --out-table {output.table:q} --out-figure {output.figure:q} > {log:q} 2>&1"

@@ -5,40 +5,39 @@
 checkpoint tune_teacher:
     """eps/gamma grid: train85 teachers evaluated on holdout15; writes the chosen values."""
     input:
-        experiment_metrics(teacher_grid(config, "train85")),
+        manifest=manifest("tune_teacher"),
+        metrics=experiment_metrics(teacher_grid(config, "train85")),
     output:
         # the choice first: rules that read it through the checkpoint name it as their input
         choice=f"{RUN}/tuning/teacher_choice.json",
         table=f"{RUN}/tuning/teacher_grid.csv",
-    params:
-        runs=grid_runs(teacher_grid(config, "train85"), "teacher"),
     localrule: True
     resources:
         **rule_resources("tune_teacher"),
     log:
         f"{RUN}/logs/tune_teacher.log",
     shell:
-        f"{shlex.quote(sys.executable)} -m stages.cli.tune --runs {{params.runs:q}}"
+        f"{shlex.quote(sys.executable)} -m stages.cli.tune --manifest {{input.manifest:q}}"
         " --out-table {output.table:q} --out-choice {output.choice:q} > {log:q} 2>&1"
 
 
 checkpoint tune_student:
-    """lambda x unlabeled-weight grid: students on train85 + unlabeled, evaluated on holdout15."""
+    """The tuning.student grid (lambda x unlabeled weight in the paper) of the variant registered as
+    tuned: students on train85 + unlabeled, Delta from holdout15's half a, judged on half b."""
     input:
-        experiment_metrics(student_grid(config)),
+        manifest=manifest("tune_student"),
+        metrics=experiment_metrics(student_grid(config)),
     output:
         # the choice first: rules that read it through the checkpoint name it as their input
         choice=f"{RUN}/tuning/student_choice.json",
         table=f"{RUN}/tuning/student_grid.csv",
-    params:
-        runs=grid_runs(student_grid(config), "student"),
     localrule: True
     resources:
         **rule_resources("tune_student"),
     log:
         f"{RUN}/logs/tune_student.log",
     shell:
-        f"{shlex.quote(sys.executable)} -m stages.cli.tune --runs {{params.runs:q}}"
+        f"{shlex.quote(sys.executable)} -m stages.cli.tune --manifest {{input.manifest:q}}"
         " --out-table {output.table:q} --out-choice {output.choice:q} > {log:q} 2>&1"
 
 
