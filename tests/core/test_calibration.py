@@ -109,8 +109,10 @@ def test_segm_iou_uses_masks():
     det = {"image_id": 10, "category_id": 1, "bbox": [40, 40, 10, 10], "segmentation": rle, "score": 0.5}
     assert judge_detections([det], _gt(), iou_type="segm")["correct"].tolist() == [True]
     assert judge_detections([det], _gt(), iou_type="bbox")["correct"].tolist() == [False]
-    with pytest.raises(ValueError, match="segmentation"):
-        judge_detections([_det(10, 1, [0, 0, 10, 10], 0.5)], _gt(), iou_type="segm")
+    # a box-only detection under mask IoU: its box is its mask, as LVISResults converts it (and as
+    # evaluation does, so that AP and calibration judge the same detections)
+    assert judge_detections([_det(10, 1, [0, 0, 10, 10], 0.5)], _gt(), iou_type="segm")["correct"].tolist() == [True]
+    assert judge_detections([_det(10, 1, [40, 40, 10, 10], 0.5)], _gt(), iou_type="segm")["correct"].tolist() == [False]
 
 
 def test_dataframe_input_and_empty_input():
@@ -276,8 +278,13 @@ def test_detections_parquet_roundtrip(tmp_path):
     from stages.data.detections import read_detections, results_frame
     from stages.utils.atomic import write_parquet
 
+    import pycocotools.mask as mask_util
+
+    square = np.zeros((8, 8), dtype=np.uint8, order="F")
+    square[2:6, 1:4] = 1
+    rle = mask_util.encode(square)
     dets = [{"image_id": 1, "category_id": 2, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.5,
-             "segmentation": {"size": [8, 8], "counts": "abc"}},
+             "segmentation": {"size": [8, 8], "counts": rle["counts"].decode()}},
             {"image_id": 3, "category_id": 4, "bbox": [5.0, 6.0, 7.0, 8.0], "score": 0.25}]
     write_parquet(results_frame(dets), tmp_path / "d.parquet")
     assert read_detections(tmp_path / "d.parquet") == dets

@@ -53,8 +53,11 @@ def halfway() -> Iterator[str]:
 
 
 def _metrics(ap: float) -> dict:
-    segm = dict.fromkeys(("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"), ap)
-    return {"segm": segm, "bbox": segm, "ece": 0.1}
+    """A metrics.json of the contract (every key table1 reads), all AP values ``ap``."""
+    from stages.reporting.table1 import _SEGM_KEYS
+
+    segm = dict.fromkeys(_SEGM_KEYS, ap)
+    return {"segm": segm, "bbox": segm, "ece": 0.1, "ece_per_frequency": {"r": 0.1, "c": 0.1, "f": 0.1}}
 
 
 def test_a_new_student_variant_reaches_table1_and_the_ladder(sharpened: str) -> None:
