@@ -275,10 +275,10 @@ def test_vectorised_segm_judging_equals_the_loop():
 
 
 def test_detections_parquet_roundtrip(tmp_path):
+    import pycocotools.mask as mask_util
+
     from stages.data.detections import read_detections, results_frame
     from stages.utils.atomic import write_parquet
-
-    import pycocotools.mask as mask_util
 
     square = np.zeros((8, 8), dtype=np.uint8, order="F")
     square[2:6, 1:4] = 1
