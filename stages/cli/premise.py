@@ -1,5 +1,6 @@
 """Rule premise: the paper's premise measured on the run's data (stages.reporting.premise): P1 teacher
-APr - AP with its paired interval, P2 mean CCECE per r/c/f and r - f with its interval, P3 the share
+APr - AP with its paired interval, P2 mean CCECE per r/c/f and r - f with its interval (on the holdout
+detections the ccece stage judges: the top evaluation.max_detections of each image), P3 the share
 of val images whose teacher detections above the score threshold exceed the per-image budget, P4 the
 share of rare-class objects in the unlabeled set against the pool (when the pool's truth is known).
 
@@ -19,6 +20,7 @@ from stages.data.detections import read_detections
 from stages.data.lvis import load_lvis
 from stages.evaluation.fast_lvis_eval import match_detections
 from stages.evaluation.judging import judge_detections
+from stages.evaluation.metrics import top_detections
 from stages.reporting.premise import ap_gap, budget_share, ccece_gap, premise_markdown, premise_table, rare_share
 from stages.utils.atomic import write_csv, write_text
 from stages.utils.config import load_stage_config
@@ -49,7 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     teacher = read_detections(args.teacher_detections)
     p1 = ap_gap(match_detections(val, teacher, "segm", evaluation["max_detections"]), draws, seed, level)
     holdout = load_lvis(args.holdout_gt)
-    judged = judge_detections(read_detections(args.holdout_detections), holdout, cal["iou_type"], cal["iou_threshold"])
+    # the detections the ccece stage judges: the top evaluation.max_detections of each image
+    holdout_detections, _ = top_detections(read_detections(args.holdout_detections), evaluation["max_detections"])
+    judged = judge_detections(holdout_detections, holdout, cal["iou_type"], cal["iou_threshold"])
     p2 = ccece_gap(judged, holdout["categories"], draws, seed, level)
     p3 = budget_share(pd.DataFrame({"image_id": [d["image_id"] for d in teacher], "score": [d["score"] for d in teacher]}),
                       [img["id"] for img in val["images"]], evaluation["max_detections"],
