@@ -181,6 +181,12 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_run, tmp_path):
     p1 = premise[premise["statistic"] == "teacher APr - AP (val, points)"].iloc[0]
     assert p1["low"] <= p1["value"] <= p1["high"] or np.isnan(p1["value"])
     assert "| P3 |" in (pictures / "premise.md").read_text()
+    # P2 judges what the ccece stage judges: its group means are ccece.parquet's
+    judged_classes = ccece[ccece["n_detections"] > 0]
+    for group in ("r", "c", "f"):
+        got = premise.loc[premise["statistic"] == f"mean CCECE {group}", "value"].iloc[0]
+        want = judged_classes.loc[judged_classes["frequency"] == group, "ccece"].mean()
+        assert (np.isnan(got) and np.isnan(want)) or abs(got - want) < 1e-9, group
 
     # The Snakemake report gathers the tables and figures (tiny_run made it).
     html = run / "report.html"
