@@ -28,6 +28,8 @@ def test_two_process_gloo_teacher(repo, tiny_minilvis, tmp_path):
                              "dist_url": "auto", "port": 29500}
     config["num_threads"] = 1
     config["teacher"].update(smoothing="uniform", iterations=8, batch_size=4, checkpoint_period=4)
+    # every batch must split over the 2 processes (validate_config refuses the config otherwise)
+    config["student"].update(labeled_batch_size=2, unlabeled_batch_size=2)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(config))
     out, ckpt = tmp_path / "teacher.pth", tmp_path / "ckpt"
