@@ -355,6 +355,31 @@ def test_ccece_judges_the_detections_ap_judges(tmp_path, tiny_config_file):
     assert summary["ece"] == pytest.approx(0.45)
 
 
+def test_ccece_judges_on_a_ground_truth_of_fewer_images(tmp_path, tiny_config_file):
+    """The student's tuning judges holdout15's detections on its half a: detections of images the
+    ground truth does not hold are left out (the same numbers as without them), but an image id of
+    the wrong type is still refused by the detections contract, naming it."""
+    from stages.cli.ccece import main
+    from stages.data.detections import DetectionsError
+
+    gt_path, det_path = _cli_inputs(tmp_path)
+    main(["--config", str(tiny_config_file), "--detections", str(det_path), "--gt", str(gt_path),
+          "--out", str(tmp_path / "a.parquet"), "--ece-json", str(tmp_path / "a.json")])
+    more = json.loads(det_path.read_text()) + [_det(999, 1, [0, 0, 10, 10], 0.9), _det(998, 2, [0, 0, 5, 5], 0.3)]
+    more_path = tmp_path / "more.json"
+    more_path.write_text(json.dumps(more))
+    main(["--config", str(tiny_config_file), "--detections", str(more_path), "--gt", str(gt_path),
+          "--out", str(tmp_path / "b.parquet"), "--ece-json", str(tmp_path / "b.json")])
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet"))
+    assert json.loads((tmp_path / "a.json").read_text())["ece"] == json.loads((tmp_path / "b.json").read_text())["ece"]
+    wrong = json.loads(det_path.read_text()) + [{**_det(10, 1, [0, 0, 10, 10], 0.5), "image_id": "10"}]
+    wrong_path = tmp_path / "wrong.json"
+    wrong_path.write_text(json.dumps(wrong))
+    with pytest.raises(DetectionsError, match="image_id"):
+        main(["--config", str(tiny_config_file), "--detections", str(wrong_path), "--gt", str(gt_path),
+              "--out", str(tmp_path / "c.parquet"), "--ece-json", str(tmp_path / "c.json")])
+
+
 def test_ccece_cli_as_a_module(tmp_path, tiny_config_file, repo):
     gt_path, det_path = _cli_inputs(tmp_path)
     out, ece_json = tmp_path / "ccece.parquet", tmp_path / "ece.json"
