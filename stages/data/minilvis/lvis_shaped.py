@@ -44,6 +44,7 @@ from stages.data.minilvis.common import (
     Painter,
     image_entry,
     plant_pool_duplicates,
+    polygon_area,
     pool_truth,
     prepare_image_folders,
     shape_polygon,
@@ -143,6 +144,13 @@ def _placement(rng: np.random.Generator, size: int, existing: list[np.ndarray], 
     return None
 
 
+def _polygon_mask(poly: np.ndarray, size: int) -> np.ndarray:
+    """The pixels (size, size) bool inside polygon ``poly`` (K, 2), as PIL draws it."""
+    canvas = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(canvas).polygon([float(v) for v in poly.reshape(-1)], fill=1)
+    return np.asarray(canvas, dtype=bool)
+
+
 def _paint(image: np.ndarray, cls: dict[str, Any], placement: tuple[float, float, float, float],
            rng: np.random.Generator) -> np.ndarray:
     """Draw one object into ``image`` (H, W, 3 float32, in place); returns its full mask (H, W) bool."""
@@ -152,9 +160,7 @@ def _paint(image: np.ndarray, cls: dict[str, Any], placement: tuple[float, float
     unit = shape_polygon(cls["shape"]) * np.array([1.0, variant["aspect"] * rng.uniform(*ASPECT_JITTER)])
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     poly = np.clip(unit @ rot.T * (side / 2) + np.array([cx, cy]), 0, size - 1)
-    canvas = Image.new("L", (size, size), 0)
-    ImageDraw.Draw(canvas).polygon([float(v) for v in poly.reshape(-1)], fill=1)
-    mask = np.asarray(canvas, dtype=bool)
+    mask = _polygon_mask(poly, size)
     colour = (np.array(COLOURS[cls["colour"]], dtype=np.float32) * variant["shade"] * rng.uniform(*SHADE_JITTER)
               * rng.uniform(*CHANNEL_JITTER, size=3))
     yy, xx = np.nonzero(mask)
@@ -178,9 +184,7 @@ def _distractor(image: np.ndarray, rng: np.random.Generator) -> None:
     r = rng.uniform(0.4, 1.0, n) * rng.uniform(*SIDE_RANGE) * size / 2
     c = rng.uniform(0, size, 2)
     poly = np.stack([c[0] + r * np.cos(t), c[1] + r * np.sin(t)], axis=1).clip(0, size - 1)
-    canvas = Image.new("L", (size, size), 0)
-    ImageDraw.Draw(canvas).polygon([float(v) for v in poly.reshape(-1)], fill=1)
-    yy, xx = np.nonzero(np.asarray(canvas, dtype=bool))
+    yy, xx = np.nonzero(_polygon_mask(poly, size))
     image[yy, xx] = rng.uniform(30, 230, size=3)
 
 
@@ -196,14 +200,6 @@ def visible_polygons(mask: np.ndarray) -> list[list[float]]:
         xy = np.stack([x[:-1], y[:-1]], axis=1).clip(0, mask.shape[0] - 1)  # closed contour: drop the repeat
         polygons.append([float(round(v, 2)) for v in xy.reshape(-1)])
     return polygons
-
-
-def _polygons_area(polygons: list[list[float]]) -> float:
-    area = 0.0
-    for flat in polygons:
-        x, y = np.asarray(flat[0::2]), np.asarray(flat[1::2])
-        area += 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
-    return float(area)
 
 
 def render_image(painter: Painter, rng: np.random.Generator, classes: list[dict], class_ids: list[int],
@@ -244,7 +240,7 @@ def render_image(painter: Painter, rng: np.random.Generator, classes: list[dict]
             continue
         anns.append({"image_id": image_id, "category_id": c + 1,
                      "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min()), float(ys.max() - ys.min())],
-                     "area": _polygons_area(polygons), "segmentation": polygons})
+                     "area": sum(polygon_area(p) for p in polygons), "segmentation": polygons})
     anns.reverse()
     for k, ann in enumerate(anns):
         ann["id"] = ann_start + k
