@@ -126,19 +126,6 @@ def make_dets(gt: dict, seed: int, crowded: int = 0, segm: bool = True, box: boo
     return dets
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """gt dict, its json path and detections, per seed (built once)."""
-    out = {}
-    root = tmp_path_factory.mktemp("fast_lvis")
-    for seed in (0, 1, 2, 3):
-        gt = make_gt(seed)
-        path = root / f"gt{seed}.json"
-        path.write_text(json.dumps(gt))
-        out[seed] = (gt, path, make_dets(gt, seed, crowded=4))
-    return out
-
-
 def _assert_same(ours: FastLVISResult, ref) -> None:
     assert list(ours.results) == list(ref.results)
     for key, value in ref.results.items():

@@ -23,7 +23,7 @@ from stages.evaluation.fixed_ap import (
     top_per_class,
 )
 from stages.evaluation.lvis_eval import EVALUATORS
-from tests.evaluation.test_fast_lvis_eval import make_dets, make_gt
+from tests.evaluation.test_fast_lvis_eval import make_dets
 
 IOU_THRS = np.linspace(0.5, 0.95, 10)  # LVIS's Params (the definition's constants, bit for bit)
 REC_THRS = np.linspace(0.0, 1.0, 101)
@@ -141,20 +141,6 @@ def _as_metrics(plain: dict[str, float]) -> dict[str, float]:
     """The plain values under metrics.json's names, 0-100, NaN for a group without gt."""
     names = {"AP": "AP-Fixed", "APr": "APr-Fixed", "APc": "APc-Fixed", "APf": "APf-Fixed", "AP-Pool": "AP-Pool"}
     return {names[k]: (math.nan if v < 0 else 100 * v) for k, v in plain.items()}
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """gt dict, its json path and detections (with negatives, not-exhaustive classes, coarse scores
-    with ties, classes without instances and classes nobody detects), per seed."""
-    out = {}
-    root = tmp_path_factory.mktemp("fixed_ap")
-    for seed in (0, 1, 2, 3):
-        gt = make_gt(seed)
-        path = root / f"gt{seed}.json"
-        path.write_text(json.dumps(gt))
-        out[seed] = (gt, path, make_dets(gt, seed, crowded=4))
-    return out
 
 
 def _close(ours: dict[str, float], want: dict[str, float]) -> None:
