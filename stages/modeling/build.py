@@ -15,6 +15,7 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.modeling import build_model
 
 import stages.modeling.backbones  # noqa: F401  (registers the backbones)
+import stages.modeling.mask_head  # noqa: F401  (registers the mask head)
 import stages.modeling.roi_heads  # noqa: F401  (registers the ROI heads)
 from stages.modeling.backbones import pixel_stats
 
@@ -66,7 +67,7 @@ def detectron2_config(config: dict[str, Any], num_classes: int, *, solver: dict[
     cfg.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS = [
         (10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0)
     ][: len(model_cfg["cascade_iou"])]
-    cfg.MODEL.ROI_MASK_HEAD.NAME = "MaskRCNNConvUpsampleHead"
+    cfg.MODEL.ROI_MASK_HEAD.NAME = "ClassGatheredMaskHead"  # detectron2's, one class channel at inference
     cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = 2
     cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = model_cfg["fpn_channels"]
     cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14

@@ -27,7 +27,7 @@ from stages.core.pseudo_labels import PseudoLabelRule
 from stages.data.artifacts import read_delta
 from stages.data.lvis import category_order, dataset_dicts, image_counts, load_lvis, register
 from stages.modeling.build import build_detector, detectron2_config
-from stages.modeling.data import WeakStrongMapper, fed_loss_weights, train_mapper
+from stages.modeling.data import WeakStrongMapper, fed_loss_weights, repeat_factor_threshold, train_mapper
 from stages.modeling.predictor import load_detector
 from stages.modeling.training import (
     IterationBatches,
@@ -196,7 +196,8 @@ def train_student(config: dict[str, Any], variant: str, labeled_json: Path, unla
     for key in ("labeled_batch_size", "unlabeled_batch_size"):
         if student_cfg[key] % world_size:
             raise ValueError(f"student.{key}={student_cfg[key]} does not split over {world_size} processes")
-    labeled_weights = sampling_weights(labeled_dicts, config["model"]["repeat_factor_threshold"])
+    labeled_weights = sampling_weights(
+        labeled_dicts, repeat_factor_threshold(config["model"]["repeat_factor_threshold"], labeled, str(labeled_json)))
     labeled_mapper, unlabeled_mapper = train_mapper(config), WeakStrongMapper(config)
     uses_unlabeled = rule.kind.uses_unlabeled
 

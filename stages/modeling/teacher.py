@@ -11,7 +11,7 @@ from stages.core.smoothing import smoothed_targets
 from stages.data.artifacts import read_similarity
 from stages.data.lvis import image_counts, load_lvis, register
 from stages.modeling.build import build_detector, detectron2_config
-from stages.modeling.data import fed_loss_weights, train_mapper
+from stages.modeling.data import fed_loss_weights, repeat_factor_threshold, train_mapper
 from stages.modeling.training import (
     IterationBatches,
     file_digest,
@@ -43,7 +43,7 @@ def train_teacher(config: dict[str, Any], train_json: Path, image_root: Path, si
     }
     checkpoint_dir = prepare_checkpoint_dir(checkpoint_dir, signature)
     setup_logging(checkpoint_dir)
-    weights = sampling_weights(dicts, config["model"]["repeat_factor_threshold"])
+    weights = sampling_weights(dicts, repeat_factor_threshold(config["model"]["repeat_factor_threshold"], data, str(train_json)))
     mapper = train_mapper(config)
 
     world_size, rank = comm.get_world_size(), comm.get_rank()
