@@ -9,6 +9,7 @@ detectron2's colormap entry of the class, so a class has the same colour in ever
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,13 @@ def blank_axis(ax: Any, text: str) -> None:
     ax.set_axis_off()
 
 
+TITLE_WIDTH = 44  # characters per title line: a 7-pt line this long fits a gallery panel
+
+
 def image_axis(ax: Any, image: np.ndarray, title: str, colour: str = "black") -> None:
+    """``image`` on ``ax`` without axes, under ``title`` wrapped to the panel's width (long class
+    lists and names would otherwise run into the neighbouring panels)."""
     ax.imshow(image)
-    ax.set_title(title, fontsize=7, color=colour)
+    wrapped = "\n".join(textwrap.fill(line, TITLE_WIDTH, break_on_hyphens=False) for line in title.split("\n"))
+    ax.set_title(wrapped, fontsize=7, color=colour)
     ax.set_axis_off()
