@@ -115,13 +115,14 @@ def test_a_new_smoothing_kind_reaches_the_config_and_fig2(halfway: str, tmp_path
     assert {line.get_label() for line in fig.axes[0].get_lines()} == {"one-hot", "half-uniform smoothing"}
 
 
-def test_building_the_dag_imports_no_torch() -> None:
+def test_building_the_dag_imports_no_torch(tmp_path: Path) -> None:
     """`snakemake -n all` in one process: after the Snakefile, its rule files and the stages modules
     they import are loaded and the DAG is built, torch is not among the loaded modules (each Slurm
-    job re-reads the Snakefile, so this is paid per job)."""
+    job re-reads the Snakefile, so this is paid per job). Results go to an empty directory, so that a
+    finished run in the checkout cannot leave nothing to plan."""
     probe = ("import atexit, sys\n"
              "atexit.register(lambda: print('torch loaded:', 'torch' in sys.modules))\n"
-             "sys.argv = ['snakemake', '-n', 'all', '--cores', '1']\n"
+             f"sys.argv = ['snakemake', '-n', 'all', '--cores', '1', '--config', {f'results_dir={tmp_path}'!r}]\n"
              "from snakemake.cli import main\n"
              "main()\n")
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
