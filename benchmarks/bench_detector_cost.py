@@ -20,28 +20,19 @@ from pathlib import Path
 import yaml
 from detectron2.utils.events import EventStorage
 
-from stages.core.smoothing import smoothed_targets
-from stages.data.artifacts import read_similarity
-from stages.data.lvis import image_counts, load_lvis, register
-from stages.modeling.build import build_detector, detectron2_config
-from stages.modeling.data import fed_loss_weights, repeat_factor_threshold, train_mapper
+from stages.data.lvis import category_order, load_lvis
+from stages.modeling.data import train_mapper
 from stages.modeling.predictor import load_detector, predict
-from stages.modeling.training import IterationBatches, build_optimizer, sampling_weights
+from stages.modeling.teacher import build_teacher
+from stages.modeling.training import IterationBatches, build_optimizer
 from stages.utils.device import configure_torch
 
 
 def seconds_per_iteration(config: dict, run: Path, iterations: int, warmup: int = 3) -> float:
-    train_json = run / "split" / "train85.json"
-    data = load_lvis(train_json)
-    dicts = register(f"bench_{config['model']['roi_batch_size']}", train_json, run / "data" / "images")
-    num_classes = len(data["categories"])
-    similarity = read_similarity(run / "prototypes" / "train85" / "similarity.npy", num_classes)
-    targets = smoothed_targets(config["teacher"]["smoothing"], similarity, config["teacher"]["eps"])
-    cfg = detectron2_config(config, num_classes, solver=config["teacher"])
-    model = build_detector(cfg, targets, fed_loss_weights(image_counts(data)))
+    model, cfg, dicts, weights = build_teacher(config, run / "split" / "train85.json", run / "data" / "images",
+                                               run / "prototypes" / "train85" / "similarity.npy")
     model.train()
     optimizer = build_optimizer(cfg, model)
-    weights = sampling_weights(dicts, repeat_factor_threshold(config["model"]["repeat_factor_threshold"], data))
     batches = IterationBatches(dicts, train_mapper(config), config["teacher"]["batch_size"], 0, 0, warmup + iterations,
                                weights)
     with EventStorage(0):
@@ -57,7 +48,7 @@ def seconds_per_iteration(config: dict, run: Path, iterations: int, warmup: int 
 
 def seconds_per_image(config: dict, run: Path, images: int, mask_head: str) -> float:
     val = load_lvis(run / "data" / "val.json")
-    category_ids = [c["id"] for c in sorted(val["categories"], key=lambda c: c["id"])]
+    category_ids = [c["id"] for c in category_order(val)]
     model = load_detector(config, run / "teacher" / "train85" / "model_final.pth", len(category_ids))
     if mask_head == "detectron2":  # the same weights in detectron2's own head class
         from detectron2.modeling.roi_heads.mask_head import MaskRCNNConvUpsampleHead

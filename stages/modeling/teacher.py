@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from detectron2.config import CfgNode
 from detectron2.utils import comm
 
 from stages.core.smoothing import smoothed_targets
@@ -23,19 +26,29 @@ from stages.modeling.training import (
 from stages.utils.device import configure_torch
 
 
+def build_teacher(config: dict[str, Any], train_json: Path, image_root: Path, similarity_path: Path
+                  ) -> tuple[torch.nn.Module, CfgNode, list[dict], np.ndarray]:
+    """The untrained teacher of ``config`` for ``train_json``: (detector with the eq. (3) targets of
+    ``teacher.smoothing`` from S' at ``similarity_path`` and the fed-loss weights, its detectron2
+    config, the registered dataset dicts, their repeat-factor sampling probabilities)."""
+    data = load_lvis(train_json)
+    dicts = register("teacher_train", train_json, image_root)
+    num_classes = len(data["categories"])
+    similarity = read_similarity(similarity_path, num_classes)
+    targets = smoothed_targets(config["teacher"]["smoothing"], similarity, config["teacher"]["eps"])
+    cfg = detectron2_config(config, num_classes, solver=config["teacher"])
+    model = build_detector(cfg, targets, fed_loss_weights(image_counts(data)))
+    threshold = repeat_factor_threshold(config["model"]["repeat_factor_threshold"], data, str(train_json))
+    return model, cfg, dicts, sampling_weights(dicts, threshold)
+
+
 def train_teacher(config: dict[str, Any], train_json: Path, image_root: Path, similarity_path: Path, out: Path,
                   checkpoint_dir: Path) -> None:
     """Train on ``train_json`` with the eq. (3) targets of ``teacher.smoothing`` (S' from
     ``similarity_path``); final weights to ``out``, resumable checkpoints in ``checkpoint_dir``."""
     teacher_cfg = config["teacher"]
     configure_torch(config["num_threads"], config["device"])
-    data = load_lvis(train_json)
-    dicts = register("teacher_train", train_json, image_root)
-    num_classes = len(data["categories"])
-    similarity = read_similarity(similarity_path, num_classes)
-    targets = smoothed_targets(teacher_cfg["smoothing"], similarity, teacher_cfg["eps"])
-    cfg = detectron2_config(config, num_classes, solver=teacher_cfg)
-    model = build_detector(cfg, targets, fed_loss_weights(image_counts(data)))
+    model, cfg, dicts, weights = build_teacher(config, train_json, image_root, similarity_path)
     signature = {
         "config": {k: config[k] for k in ("seed", "model", "teacher")},
         "train_json": file_digest(train_json),
@@ -43,7 +56,6 @@ def train_teacher(config: dict[str, Any], train_json: Path, image_root: Path, si
     }
     checkpoint_dir = prepare_checkpoint_dir(checkpoint_dir, signature)
     setup_logging(checkpoint_dir)
-    weights = sampling_weights(dicts, repeat_factor_threshold(config["model"]["repeat_factor_threshold"], data, str(train_json)))
     mapper = train_mapper(config)
 
     world_size, rank = comm.get_world_size(), comm.get_rank()
