@@ -11,7 +11,7 @@ import argparse
 import re
 from pathlib import Path
 
-from stages.pipeline.experiments import grid_points
+from stages.pipeline.experiments import grid_axes, grid_points
 from stages.utils.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,7 +65,7 @@ def main() -> None:
         rows.append((rule, f"{iterations[rule]:,} it x {s_iter:.2f} s/it x {gpus[rule]} GPUs "
                            f"({per_gpu_batch[rule]:g} images per GPU)", f"{hours:,.0f}", source))
     teacher_runs, student_runs = len(grid_points(config, "teacher")), len(grid_points(config, "student"))
-    grid = {section: " x ".join(k for k, v in config["tuning"][section].items() if v) or "no" for section in ("teacher", "student")}
+    grid = {section: " x ".join(grid_axes(config, section)) or "no" for section in ("teacher", "student")}
     extra_seeds, students = len(config["seeds"]) - 1, len(config["student"]["variants"])
     teacher_hours, student_hours = (float(r[2].replace(",", "")) for r in rows)
     rows.append((f"tune_teacher ({grid['teacher']} grid on train85)", f"{teacher_runs} teachers",

@@ -61,6 +61,11 @@ def sweep_experiments(config: dict[str, Any]) -> list[Experiment]:
             for kind in config["sweep"]["variants"] for f in config["sweep"]["fractions"]]
 
 
+def grid_axes(config: dict[str, Any], section: str) -> list[str]:
+    """The keys of ``tuning.<section>`` that are on the grid (listed with values)."""
+    return [k for k, values in config["tuning"][section].items() if values]
+
+
 def grid_points(config: dict[str, Any], section: str) -> list[dict[str, Any]]:
     """The points of the tuning grid ``tuning.<section>`` (key -> values of ``<section>.<key>``): every
     combination of the listed values; keys without values keep the configured one."""
@@ -68,7 +73,7 @@ def grid_points(config: dict[str, Any], section: str) -> list[dict[str, Any]]:
     unknown = sorted(k for k in spec if k not in config[section])
     if unknown:
         raise ConfigError(f"config key 'tuning.{section}': {unknown} are not keys of '{section}'")
-    keys = [k for k, values in spec.items() if values]
+    keys = grid_axes(config, section)
     points = [dict(zip(keys, values)) for values in itertools.product(*(spec[k] for k in keys))]
     for point in points:  # a grid value out of its key's range fails now, naming the key, not in a job
         try:
