@@ -118,6 +118,22 @@ def test_table1_comparisons_cover_teacher_control_and_each_ladder_step() -> None
         ("student_soft", "teacher"), ("student_soft_corrected", "teacher"), ("student_soft_corrected", "student_soft")]
 
 
+def test_fig2_compares_every_smoothing_kind_with_one_hot_and_uniform_at_each_fraction() -> None:
+    from stages.pipeline.experiments import fraction_name, sweep_comparisons, sweep_experiments
+
+    config = load_config()
+    assert config["sweep"]["variants"][:2] == ["onehot", "uniform"]  # the two baselines of the paper's claim
+    pairs = sweep_comparisons(config)
+    assert {("similarity", "onehot"), ("similarity", "uniform"), ("similarity_frequency", "onehot"),
+            ("similarity_frequency", "uniform"), ("similarity_frequency", "similarity"), ("uniform", "onehot")} == set(pairs)
+    assert len(pairs) == 6
+    config["sweep"]["variants"] = ["similarity_frequency", "onehot"]
+    assert sweep_comparisons(config) == [("onehot", "similarity_frequency")]  # listed order decides the sign
+    names = {e.name for e in sweep_experiments(config)}
+    assert {f"sweep_onehot_frac{fraction_name(f)}" for f in config["sweep"]["fractions"]} <= names
+    assert [fraction_name(f) for f in (0.1, 0.25, 1.0, 1)] == ["0.1", "0.25", "1", "1"]
+
+
 # ---------------------------------------------------------------- defaults in one place: config.yaml
 
 SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
