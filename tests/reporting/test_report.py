@@ -334,6 +334,18 @@ def test_the_tuning_grid_reads_structured_points_from_its_manifest(tmp_path: Pat
     assert table.columns.tolist() == ["student.lambda", "student.select_on", "AP", "APr", "ECE"]
     assert json.loads((tmp_path / "c.json").read_text()) == {"student": {"lambda": 2.0, "select_on": "teacher_score"}}
 
+    # an integer key's choice stays an int (100.0 would be refused by the schema and by range())
+    for run, iterations in zip(runs, (100, 200, 400)):
+        run["overlay"]["student"]["iterations"] = iterations
+    manifest.write_text(json.dumps(runs))
+    tune.main(["--manifest", str(manifest), "--out-table", str(tmp_path / "t.csv"), "--out-choice", str(tmp_path / "c.json")])
+    choice = json.loads((tmp_path / "c.json").read_text())
+    assert choice == {"student": {"lambda": 2.0, "select_on": "teacher_score", "iterations": 400}}
+    assert isinstance(choice["student"]["iterations"], int)
+    from stages.utils.config import load_config, merged_over, validate_config
+
+    assert validate_config(merged_over(load_config(), choice))["student"]["iterations"] == 400
+
     manifest.write_text(json.dumps([runs[0], {"metrics": "m.json"}]))
     with pytest.raises(ArtifactError, match=r"grid.json: record 1 lacks \['overlay'\]"):
         read_manifest(manifest, ("overlay", "metrics"))
