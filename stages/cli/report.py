@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pandas as pd
-
 from stages.data.artifacts import read_ccece
 from stages.reporting.figures import (
     ccece_data,
@@ -36,7 +34,7 @@ from stages.reporting.figures import (
     reliability_data,
     reliability_figure,
 )
-from stages.reporting.table1 import check_intervals, figure_models, load_metrics, table1, table1_markdown
+from stages.reporting.table1 import figure_models, load_metrics, read_intervals, table1, table1_markdown
 from stages.reporting.timings import timings_table
 from stages.utils.atomic import write_csv, write_figure, write_text
 from stages.utils.config import load_stage_config
@@ -61,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_stage_config(args.config, CONFIG_KEYS)
     metrics_of = load_metrics(args.eval_dir, args.models)
-    intervals = check_intervals(pd.read_csv(args.intervals), args.models, args.intervals) if args.intervals else None
+    intervals = read_intervals(args.intervals, args.models) if args.intervals else None
     frame = table1(metrics_of, intervals)
     timings = timings_table(args.benchmarks)
     out = args.out_dir

@@ -50,15 +50,29 @@ def main_evalset(config: dict[str, Any]) -> str:
 
 def fraction_labeled(fraction: float) -> str:
     """The ``{labeled}`` name of a class-keeping fraction of the full labeled train set (Fig. 2)."""
-    return f"full_frac{float(fraction):g}"
+    return f"full_frac{fraction_name(fraction)}"
 
 
 def sweep_experiments(config: dict[str, Any]) -> list[Experiment]:
     """Fig. 2: a teacher per smoothing kind and labeled fraction of the full train set, on the main
     evaluation set."""
-    return [Experiment(f"sweep_{kind}_frac{float(f):g}", "teacher", fraction_labeled(f), main_evalset(config),
+    return [Experiment(f"sweep_{kind}_frac{fraction_name(f)}", "teacher", fraction_labeled(f), main_evalset(config),
                        {"teacher": {"smoothing": kind}}, fraction=float(f))
             for kind in config["sweep"]["variants"] for f in config["sweep"]["fractions"]]
+
+
+def sweep_comparisons(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Fig. 2's paired differences (a, b) = a minus b at each fraction: every smoothing kind of
+    ``sweep.variants`` against every kind listed before it (in the default order: one-hot, uniform,
+    similarity, similarity + frequency, so each kind meets one-hot and uniform smoothing, the two
+    baselines the paper's Fig. 2 claim is about)."""
+    kinds = list(config["sweep"]["variants"])
+    return [(a, b) for i, a in enumerate(kinds) for b in kinds[:i]]
+
+
+def fraction_name(fraction: float) -> str:
+    """A labeled fraction as it appears in names and paths (``0.1``, ``1``)."""
+    return f"{float(fraction):g}"
 
 
 def grid_axes(config: dict[str, Any], section: str) -> list[str]:

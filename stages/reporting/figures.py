@@ -22,6 +22,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from stages.core.smoothing import smoothing_label  # noqa: E402
+from stages.reporting.table1 import (  # noqa: E402
+    DIFFERENCE_METRICS,
+    interval_differences,
+    markdown_table,
+    read_intervals,
+    signed_interval,
+)
 from stages.utils.readers import read_json  # noqa: E402
 
 FREQUENCY_COLOURS = {"r": "tab:red", "c": "tab:orange", "f": "tab:green"}
@@ -132,20 +139,72 @@ def per_class_figure(data: pd.DataFrame) -> plt.Figure:
 
 def sweep_table(runs: list[dict]) -> pd.DataFrame:
     """Fig. 2's points: one row per run of the sweep's manifest (``smoothing``: the kind, ``fraction``:
-    of the labeled train set, ``metrics``: its metrics.json), with its mask AP, APr and ECE."""
-    rows = []
+    of the labeled train set, ``metrics``: its metrics.json and, optionally, ``intervals``: its
+    fraction's bootstrap intervals.csv, where the kind is the model name), with its mask AP, APr and
+    ECE, and AP/APr ``_low``/``_high`` (NaN without intervals)."""
+    rows, tables = [], {}
     for run in runs:
         metrics = read_json(run["metrics"])
-        rows.append({"variant": run["smoothing"], "fraction": float(run["fraction"]), "AP": metrics["segm"]["AP"],
-                     "APr": metrics["segm"]["APr"], "ECE": metrics["ece"]})
-    return pd.DataFrame(rows).sort_values(["variant", "fraction"]).reset_index(drop=True)
+        row = {"variant": run["smoothing"], "fraction": float(run["fraction"]), "AP": metrics["segm"]["AP"],
+               "APr": metrics["segm"]["APr"], "ECE": metrics["ece"]}
+        if run.get("intervals"):
+            path = run["intervals"]
+            if path not in tables:
+                tables[path] = read_intervals(path, [])
+            for metric in ("AP", "APr"):
+                found = tables[path][(tables[path]["what"] == run["smoothing"]) & (tables[path]["metric"] == metric)]
+                if found.empty:
+                    raise ValueError(f"{path}: no {metric} interval for {run['smoothing']!r} (rerun its fig2_bootstrap job)")
+                row |= {f"{metric}_low": float(found["low"].iloc[0]), f"{metric}_high": float(found["high"].iloc[0])}
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values(["variant", "fraction"]).reset_index(drop=True)
+    for column in ("AP_low", "AP_high", "APr_low", "APr_high"):
+        if column not in table:
+            table[column] = math.nan
+    return table
+
+
+def sweep_differences(runs: list[dict]) -> pd.DataFrame:
+    """Fig. 2's paired differences: per fraction, every comparison of its intervals.csv (each kind
+    minus each kind before it in ``sweep.variants``) at DIFFERENCE_METRICS, columns fraction,
+    comparison, metric, value, low, high. Empty when the manifest has no intervals."""
+    frames, seen = [], set()
+    for run in runs:
+        path = run.get("intervals")
+        if path and path not in seen:
+            seen.add(path)
+            frames.append(interval_differences(read_intervals(path, [])).assign(fraction=float(run["fraction"])))
+    columns = ["fraction", "comparison", "metric", "value", "low", "high"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns].sort_values("fraction", kind="stable").reset_index(drop=True)
+
+
+def sweep_markdown(differences: pd.DataFrame) -> str:
+    """fig2_differences.md: one row per (fraction, comparison), each metric's difference with its
+    interval, e.g. ``+1.3 [+0.3, +2.4]``."""
+    parts = ["# Fig. 2: paired differences between smoothing kinds (teachers on val, 95% image-level bootstrap)\n\n"]
+    rows = []
+    for (fraction, comparison), part in differences.groupby(["fraction", "comparison"], sort=False):
+        by_metric = {r.metric: signed_interval(r.value, r.low, r.high, r.metric) for r in part.itertuples()}
+        rows.append({"fraction": f"{100 * fraction:g}%", "comparison": comparison,
+                     **{f"d{m}": by_metric.get(m, "-") for m in DIFFERENCE_METRICS}})
+    parts.append(markdown_table(pd.DataFrame(rows)) if rows else "No intervals (the sweep ran without its bootstrap).\n")
+    return "".join(parts)
 
 
 def sweep_figure(table: pd.DataFrame) -> plt.Figure:
+    """Fig. 2: AP and APr against the labeled fraction (log axis), a line per smoothing kind, with the
+    95% interval of each point as an error bar where the table has one."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     for ax, metric in zip(axes, ("AP", "APr")):
         for variant, part in table.groupby("variant", sort=False):
-            ax.plot(100 * part["fraction"], part[metric], marker="o", label=smoothing_label(variant))
+            line = ax.plot(100 * part["fraction"], part[metric], marker="o", label=smoothing_label(variant))[0]
+            low, high = part.get(f"{metric}_low"), part.get(f"{metric}_high")
+            if low is not None and high is not None and low.notna().any():
+                errors = [(part[metric] - low).clip(lower=0), (high - part[metric]).clip(lower=0)]
+                ax.errorbar(100 * part["fraction"], part[metric], yerr=errors, fmt="none", ecolor=line.get_color(),
+                            capsize=3, alpha=0.8)
         ax.set(xscale="log", xlabel="% of labeled training images", ylabel=f"mask {metric}", title=metric)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)

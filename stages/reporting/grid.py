@@ -3,7 +3,8 @@
 The choice maximises holdout mask AP, ties broken by APr. Each run of the grid's manifest is a
 grid point as a config overlay (``{"overlay": {"section": {"k1": v1, ...}}, "metrics": path}``,
 values as the config holds them, never parsed back from strings); the choice is the chosen point as
-such an overlay (numbers as floats), which stages.cli.write_config puts into a config.
+such an overlay (an integer key's value stays an integer, other numbers are floats), which
+stages.cli.write_config puts into a config.
 """
 
 from __future__ import annotations
@@ -31,14 +32,20 @@ def grid_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
 METRIC_COLUMNS = ("AP", "APr", "ECE")
 
 
-def choose(table: pd.DataFrame) -> dict[str, dict[str, float | str]]:
-    """The best grid point (highest AP, then APr) as a nested config overlay."""
+def choose(table: pd.DataFrame) -> dict[str, dict[str, int | float | str]]:
+    """The best grid point (highest AP, then APr) as a nested config overlay. A column of integers
+    (``student.iterations``) gives an int, which the schema's integer keys require."""
     keys = [c for c in table.columns if c not in METRIC_COLUMNS]
     ranked = table.assign(_apr=table["APr"].fillna(-math.inf)).sort_values(["AP", "_apr"], ascending=False)
     best = ranked.iloc[0]
-    overlay: dict[str, dict[str, float | str]] = {}
+    overlay: dict[str, dict[str, int | float | str]] = {}
     for key in keys:
         section, name = key.split(".", 1)
         value = best[key]
-        overlay.setdefault(section, {})[name] = value if isinstance(value, str) else float(value)
+        if isinstance(value, str):
+            overlay.setdefault(section, {})[name] = value
+        elif pd.api.types.is_integer_dtype(table[key]):
+            overlay.setdefault(section, {})[name] = int(value)
+        else:
+            overlay.setdefault(section, {})[name] = float(value)
     return overlay

@@ -11,8 +11,10 @@ from stages.reporting.table1 import (
     DIFFERENCE_METRICS,
     INTERVAL_METRICS,
     digits,
+    interval_differences,
     markdown_table,
     metric_value,
+    read_intervals,
     signed_interval,
 )
 from stages.utils.readers import read_json
@@ -47,15 +49,13 @@ def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 def seed_differences(intervals: list[tuple[int, Path]]) -> pd.DataFrame:
     """Per seed, comparison and metric of DIFFERENCE_METRICS (AP, APr, AP-Fixed, APr-Fixed, AP-Pool,
-    ECE): the difference with its interval."""
-    rows = []
+    ECE): the difference with its interval (each intervals.csv checked by read_intervals)."""
+    frames = []
     for seed, path in intervals:
-        table = pd.read_csv(path)
-        diffs = table[table["what"].str.contains(" - ", regex=False) & table["metric"].isin(DIFFERENCE_METRICS)]
-        for r in diffs.itertuples():
-            rows.append({"seed": seed, "comparison": r.what, "metric": r.metric, "value": r.value, "low": r.low,
-                         "high": r.high, "above_zero": bool(r.low > 0)})
-    return pd.DataFrame(rows, columns=["seed", "comparison", "metric", "value", "low", "high", "above_zero"])
+        diffs = interval_differences(read_intervals(path, []))
+        frames.append(diffs.assign(seed=seed, above_zero=diffs["low"] > 0))
+    columns = ["seed", "comparison", "metric", "value", "low", "high", "above_zero"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
 def seeds_markdown(table: pd.DataFrame, differences: pd.DataFrame) -> str:

@@ -87,17 +87,40 @@ def table1(metrics_of: dict[str, dict], intervals: pd.DataFrame | None = None) -
     return pd.DataFrame(rows)
 
 
-def check_intervals(intervals: pd.DataFrame, models: list[str], source: str | Path) -> pd.DataFrame:
-    """The bootstrap's intervals.csv against its contract: columns what, metric, value, low, high and a
-    row for every model and INTERVAL_METRICS metric; ValueError naming ``source`` and what is missing."""
+def check_intervals(intervals: pd.DataFrame, models: list[str], source: str | Path,
+                    comparisons: list[str] = ()) -> pd.DataFrame:
+    """The bootstrap's intervals.csv against its contract: columns what, metric, value, low, high, a
+    row for every model and INTERVAL_METRICS metric and, for every comparison ("a - b"), a row per
+    DIFFERENCE_METRICS metric; ValueError naming ``source`` and what is missing."""
     missing_columns = {"what", "metric", "value", "low", "high"} - set(intervals.columns)
     if missing_columns:
         raise ValueError(f"{source}: intervals lack the columns {sorted(missing_columns)}")
     have = set(zip(intervals["what"], intervals["metric"]))
     missing = [f"{model}/{metric}" for model in models for metric in INTERVAL_METRICS if (model, metric) not in have]
+    missing += [f"{c}/{metric}" for c in comparisons for metric in DIFFERENCE_METRICS if (c, metric) not in have]
     if missing:
         raise ValueError(f"{source}: no interval for {missing[:6]}{' ...' if len(missing) > 6 else ''} (rerun the bootstrap job)")
     return intervals
+
+
+def read_intervals(path: str | Path, models: list[str], comparisons: list[str] = ()) -> pd.DataFrame:
+    """A bootstrap's intervals.csv (stages.cli.bootstrap), checked by check_intervals. ValueError
+    naming ``path`` for a missing, empty or unparsable file."""
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such intervals file (rerun the bootstrap job)") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a bootstrap intervals CSV ({exc})") from None
+    return check_intervals(frame, models, path, comparisons)
+
+
+def interval_differences(intervals: pd.DataFrame) -> pd.DataFrame:
+    """The comparisons of an intervals table (rows whose ``what`` is "a - b") at DIFFERENCE_METRICS:
+    columns comparison, metric, value, low, high (the metric's units: AP points, ECE 0-1)."""
+    rows = intervals[intervals["what"].str.contains(" - ", regex=False) & intervals["metric"].isin(DIFFERENCE_METRICS)]
+    return (rows.rename(columns={"what": "comparison"})[["comparison", "metric", "value", "low", "high"]]
+            .reset_index(drop=True))
 
 
 def _interval(intervals: pd.DataFrame, what: str, metric: str) -> tuple[float, float]:

@@ -78,7 +78,11 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
 
     fill_defaults(config, default_config())
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
+    # JSON Schema counts 100.0 as an integer; the stages do not (range(100.0) fails deep inside
+    # detectron2), so an integer key takes Python ints only and 100.0 is refused here, by key.
+    strict_integers = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+    validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=strict_integers)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     lines = [f"config key '{key}': {config_value(config, key)!r} is not a finite number" for key in non_finite_keys(config)]
     for err in errors:

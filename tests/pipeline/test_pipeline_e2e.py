@@ -325,13 +325,20 @@ def test_tuning_retrain_and_fraction_sweep(repo, tmp_path):
     assert sorted(zip(sweep["variant"], sweep["fraction"])) == [
         ("onehot", 0.5), ("onehot", 1.0), ("similarity_frequency", 0.5), ("similarity_frequency", 1.0)]
     assert (run / "report" / "fig2_fraction_sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert sweep[["AP_low", "AP_high", "APr_low", "APr_high"]].notna().all().all()  # each point's interval
+    # the paired differences between the kinds at each fraction, from one bootstrap per fraction
+    differences = pd.read_csv(run / "report" / "fig2_differences.csv")
+    assert set(zip(differences["fraction"], differences["comparison"])) == {
+        (0.5, "similarity_frequency - onehot"), (1.0, "similarity_frequency - onehot")}
+    assert (differences["low"] <= differences["high"]).all()
     # paper_tables built Table 1 too, and its report gathers Table 1 and Figs. 2-4
     assert (run / "report" / "val" / "table1.md").exists()
     html = run / "paper_report.html"
     subprocess.run([*SNAKEMAKE, "paper_tables", "--cores", "1", "--configfile", str(path), "--report", str(html)],
                    cwd=repo, check=True, capture_output=True)
     text = html.read_text(errors="replace")
-    for name in ("fig2_fraction_sweep.png", "fig3_reliability.png", "fig4_per_class_ap.png", "table1.md"):
+    for name in ("fig2_fraction_sweep.png", "fig2_differences.md", "fig3_reliability.png", "fig4_per_class_ap.png",
+                 "table1.md"):
         assert name in text, name
 
 

@@ -77,13 +77,76 @@ def test_fig2_has_one_line_per_variant_over_the_fractions(tmp_path: Path) -> Non
             path = tmp_path / f"{variant}_{fraction}.json"
             path.write_text(json.dumps({"segm": {"AP": 20 * fraction + offset, "APr": 10 * fraction + offset}, "ece": 0.1}))
             runs.append({"smoothing": variant, "fraction": fraction, "metrics": str(path)})
-    fig = sweep_figure(sweep_table(runs))
+    table = sweep_table(runs)
+    assert table[["AP_low", "APr_high"]].isna().all().all()  # no intervals: NaN, and no error bars
+    fig = sweep_figure(table)
     for ax, metric, scale in zip(fig.axes, ("AP", "APr"), (20, 10)):
         assert ax.get_title() == metric
+        assert not ax.containers
         lines = {line.get_label(): line.get_xydata() for line in ax.get_lines()}
         assert set(lines) == {"one-hot", "similarity + frequency smoothing"}  # the kinds' registered labels
         np.testing.assert_allclose(lines["similarity + frequency smoothing"], [[10, scale * 0.1 + 5], [50, scale * 0.5 + 5],
                                                                    [100, scale + 5]])  # fmt: skip
+
+
+def _sweep_runs(tmp_path: Path) -> list[dict]:
+    """Two kinds at two fractions, each fraction with its bootstrap intervals.csv as stages.cli.bootstrap
+    writes it (the kinds are the model names; similarity_frequency - onehot is the comparison)."""
+    runs = []
+    for fraction, gain in ((0.1, 4.0), (1.0, 0.5)):
+        rows = []
+        for kind, ap in (("onehot", 20.0), ("similarity_frequency", 20.0 + gain)):
+            path = tmp_path / f"{kind}_{fraction}.json"
+            path.write_text(json.dumps({"segm": {"AP": ap, "APr": ap / 2}, "ece": 0.1}))
+            rows += [{"what": kind, "metric": m, "value": v, "low": v - 1, "high": v + 2}
+                     for m, v in zip(METRICS, [ap, ap / 2, *[ap] * (len(METRICS) - 2)])]
+            runs.append({"smoothing": kind, "fraction": fraction, "metrics": str(path),
+                         "intervals": str(tmp_path / f"intervals_frac{fraction:g}.csv")})
+        rows += [{"what": "similarity_frequency - onehot", "metric": m, "value": gain, "low": gain - 1.5, "high": gain + 1.5}
+                 for m in METRICS]
+        pd.DataFrame(rows).to_csv(tmp_path / f"intervals_frac{fraction:g}.csv", index=False)
+    return runs
+
+
+def test_fig2_draws_each_points_interval_and_tabulates_the_differences_between_kinds(tmp_path: Path) -> None:
+    runs = _sweep_runs(tmp_path)
+    table = sweep_table(runs)
+    onehot = table[table["variant"] == "onehot"]
+    np.testing.assert_allclose(onehot[["AP", "AP_low", "AP_high", "APr", "APr_low", "APr_high"]].to_numpy(),
+                               [[20, 19, 22, 10, 9, 12]] * 2)
+    fig = sweep_figure(table)
+    bars = fig.axes[0].containers  # one error-bar set per kind
+    assert len(bars) == 2
+    segments = bars[1].lines[2][0].get_segments()  # similarity_frequency at 10% and 100%: [low, high]
+    np.testing.assert_allclose([[seg[0][1], seg[1][1]] for seg in segments], [[23, 26], [19.5, 22.5]])
+
+    differences = figures.sweep_differences(runs)
+    assert list(differences.columns) == ["fraction", "comparison", "metric", "value", "low", "high"]
+    assert set(differences["comparison"]) == {"similarity_frequency - onehot"}
+    assert set(differences["metric"]) == set(table1.DIFFERENCE_METRICS)  # APc, APf, ... are not differences shown
+    ap = differences[differences["metric"] == "AP"].set_index("fraction")
+    np.testing.assert_allclose(ap.loc[[0.1, 1.0], ["value", "low", "high"]].to_numpy(), [[4, 2.5, 5.5], [0.5, -1, 2]])
+    md = figures.sweep_markdown(differences)
+    assert "| 10% | similarity_frequency - onehot | +4.0 [+2.5, +5.5] |" in md
+    assert "| 100% | similarity_frequency - onehot | +0.5 [-1.0, +2.0] |" in md
+
+
+def test_fig2_names_the_intervals_file_that_breaks_its_contract(tmp_path: Path) -> None:
+    runs = _sweep_runs(tmp_path)
+    broken = tmp_path / "intervals_frac0.1.csv"
+    pd.read_csv(broken).drop(columns=["low"]).to_csv(broken, index=False)
+    with pytest.raises(ValueError, match=r"intervals_frac0.1.csv: intervals lack the columns \['low'\]"):
+        sweep_table(runs)
+    broken.write_text("")
+    with pytest.raises(ValueError, match="intervals_frac0.1.csv: not a bootstrap intervals CSV"):
+        figures.sweep_differences(runs)
+    runs[0]["intervals"] = str(tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match="missing.csv: no such intervals file"):
+        sweep_table(runs)
+    pd.DataFrame([{"what": "onehot", "metric": "AP", "value": 1, "low": 0, "high": 2}]).to_csv(broken, index=False)
+    runs[0]["intervals"] = str(broken)
+    with pytest.raises(ValueError, match=r"intervals_frac0.1.csv: no APr interval for 'onehot'"):
+        sweep_table(runs)
 
 
 def _report_inputs(tmp_path: Path) -> list[str]:
@@ -270,6 +333,18 @@ def test_the_tuning_grid_reads_structured_points_from_its_manifest(tmp_path: Pat
     table = pd.read_csv(tmp_path / "t.csv")
     assert table.columns.tolist() == ["student.lambda", "student.select_on", "AP", "APr", "ECE"]
     assert json.loads((tmp_path / "c.json").read_text()) == {"student": {"lambda": 2.0, "select_on": "teacher_score"}}
+
+    # an integer key's choice stays an int (100.0 would be refused by the schema and by range())
+    for run, iterations in zip(runs, (100, 200, 400)):
+        run["overlay"]["student"]["iterations"] = iterations
+    manifest.write_text(json.dumps(runs))
+    tune.main(["--manifest", str(manifest), "--out-table", str(tmp_path / "t.csv"), "--out-choice", str(tmp_path / "c.json")])
+    choice = json.loads((tmp_path / "c.json").read_text())
+    assert choice == {"student": {"lambda": 2.0, "select_on": "teacher_score", "iterations": 400}}
+    assert isinstance(choice["student"]["iterations"], int)
+    from stages.utils.config import load_config, merged_over, validate_config
+
+    assert validate_config(merged_over(load_config(), choice))["student"]["iterations"] == 400
 
     manifest.write_text(json.dumps([runs[0], {"metrics": "m.json"}]))
     with pytest.raises(ArtifactError, match=r"grid.json: record 1 lacks \['overlay'\]"):

@@ -16,8 +16,9 @@ from stages.utils.config import SCHEMA_PATH, ConfigError, load_config, validate_
 REPO = Path(__file__).resolve().parents[2]
 
 
-def numeric_keys(schema: dict, node: dict | None = None, prefix: str = "") -> list[str]:
-    """Every dotted key of the schema whose value is a number (or a list of numbers: key[0])."""
+def numeric_keys(schema: dict, node: dict | None = None, prefix: str = "",
+                 kinds: tuple[str, ...] = ("number", "integer")) -> list[str]:
+    """Every dotted key of the schema whose value is one of ``kinds`` (or a list of them: key[0])."""
     node = schema if node is None else node
     definitions = schema.get("definitions", {})
 
@@ -31,11 +32,10 @@ def numeric_keys(schema: dict, node: dict | None = None, prefix: str = "") -> li
         types = sub.get("type", [])
         types = types if isinstance(types, list) else [types]
         if "object" in types:
-            keys += numeric_keys(schema, sub, f"{prefix}{name}.")
-        elif "array" in types and resolve(sub.get("items", {})).get("type") in ("number", "integer"):
+            keys += numeric_keys(schema, sub, f"{prefix}{name}.", kinds)
+        elif "array" in types and resolve(sub.get("items", {})).get("type") in kinds:
             keys.append(f"{prefix}{name}[0]")
-        elif {"number", "integer"} & set(types) or any(resolve(a).get("type") in ("number", "integer")
-                                                        for a in sub.get("anyOf", [])):
+        elif set(kinds) & set(types) or any(resolve(a).get("type") in kinds for a in sub.get("anyOf", [])):
             keys.append(f"{prefix}{name}")
     return keys
 
@@ -71,6 +71,24 @@ def test_every_numeric_key_refuses_non_finite_values(value: float) -> None:
         with pytest.raises(ConfigError) as err:
             validate_config(_with(config, key, value))
         assert f"config key '{key}'" in str(err.value), key
+
+
+INTEGER_KEYS = numeric_keys(yaml.safe_load(SCHEMA_PATH.read_text()), kinds=("integer",))
+
+
+@pytest.mark.fault_injection
+def test_every_integer_key_refuses_a_float_naming_the_key() -> None:
+    """JSON Schema counts 3000.0 as an integer; range() and detectron2's MAX_ITER do not: a YAML
+    `iterations: 3000.0` (or a tuned choice written as a float) stops at validation, by key."""
+    assert {"teacher.iterations", "student.iterations", "seeds[0]", "retrieve.k", "num_threads"} <= set(INTEGER_KEYS)
+    config = load_config()
+    for key in INTEGER_KEYS:
+        value = 8.0  # an integral float, inside every integer key's range
+        with pytest.raises(ConfigError) as err:
+            validate_config(_with(config, key, value))
+        # "is not of type 'integer'", or for a key that is an integer or null (anyOf) "is not valid under any ..."
+        assert f"config key '{key.replace('[', '.').rstrip(']')}': 8.0 is not " in str(err.value), key
+    validate_config(_with(config, "student.iterations", 8))  # the int itself passes
 
 
 @pytest.mark.fault_injection
@@ -116,6 +134,22 @@ def test_table1_comparisons_cover_teacher_control_and_each_ladder_step() -> None
     # without a one-hot row the ladder starts at soft; without a control, no control differences
     assert table1_comparisons(["teacher", "student_soft", "student_soft_corrected"]) == [
         ("student_soft", "teacher"), ("student_soft_corrected", "teacher"), ("student_soft_corrected", "student_soft")]
+
+
+def test_fig2_compares_every_smoothing_kind_with_one_hot_and_uniform_at_each_fraction() -> None:
+    from stages.pipeline.experiments import fraction_name, sweep_comparisons, sweep_experiments
+
+    config = load_config()
+    assert config["sweep"]["variants"][:2] == ["onehot", "uniform"]  # the two baselines of the paper's claim
+    pairs = sweep_comparisons(config)
+    assert {("similarity", "onehot"), ("similarity", "uniform"), ("similarity_frequency", "onehot"),
+            ("similarity_frequency", "uniform"), ("similarity_frequency", "similarity"), ("uniform", "onehot")} == set(pairs)
+    assert len(pairs) == 6
+    config["sweep"]["variants"] = ["similarity_frequency", "onehot"]
+    assert sweep_comparisons(config) == [("onehot", "similarity_frequency")]  # listed order decides the sign
+    names = {e.name for e in sweep_experiments(config)}
+    assert {f"sweep_onehot_frac{fraction_name(f)}" for f in config["sweep"]["fractions"]} <= names
+    assert [fraction_name(f) for f in (0.1, 0.25, 1.0, 1)] == ["0.1", "0.25", "1", "1"]
 
 
 # ---------------------------------------------------------------- defaults in one place: config.yaml

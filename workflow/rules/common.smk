@@ -18,10 +18,12 @@ from stages.pipeline.experiments import (
     chosen_teacher,
     experiments,
     fraction_labeled,
+    fraction_name,
     main_evalset,
     merged_config,
     seed_teacher,
     student_grid,
+    sweep_comparisons,
     sweep_experiments,
     table1_comparisons,
     teacher_grid,
@@ -188,6 +190,8 @@ STUDENT_CONFIG = f"{RUN}/tuning/train_student.yaml" if config["student"]["use_tu
 MODELS = ["teacher"] + [f"student_{v}" for v in config["student"]["variants"]]
 # Table 1's paired differences as the bootstrap stage takes them (A:B = A minus B), main line and seeds alike.
 TABLE1_COMPARE = [f"{a}:{b}" for a, b in table1_comparisons(MODELS)]
+# Fig. 2's, between the smoothing kinds at one fraction (each teacher named by its kind).
+SWEEP_COMPARE = [f"{a}:{b}" for a, b in sweep_comparisons(config)]
 
 
 def model_weights(wildcards):
@@ -283,6 +287,18 @@ def seed_models(seed):
              f"{experiment_eval_dir(EXPERIMENTS[n])}/detections.json") for m, n in names]
 
 
+def sweep_detections(fraction):
+    """Fig. 2's teachers at one fraction (its fraction_name): (smoothing kind, detections.json)."""
+    return [(e.overlay["teacher"]["smoothing"], f"{experiment_eval_dir(e)}/detections.json")
+            for e in sweep_experiments(config) if fraction_name(e.fraction) == fraction]
+
+
+def sweep_intervals(fraction):
+    """The paired-bootstrap intervals of Fig. 2's teachers at one fraction (its fraction_name, or
+    the wildcard)."""
+    return f"{RUN}/report/fig2/intervals_frac{fraction}.csv"
+
+
 # Manifests: the runs a grid target gathers, as json records (structured values, never strings
 # parsed back); the rule `manifest` writes them when they change.
 
@@ -293,7 +309,8 @@ def grid_manifest(exps, section):
 
 
 MANIFESTS = {
-    "fig2": lambda: [{"smoothing": e.overlay["teacher"]["smoothing"], "fraction": e.fraction, "metrics": m}
+    "fig2": lambda: [{"smoothing": e.overlay["teacher"]["smoothing"], "fraction": e.fraction, "metrics": m,
+                      "intervals": sweep_intervals(fraction_name(e.fraction))}
                      for e, m in zip(sweep_experiments(config), experiment_metrics(sweep_experiments(config)))],
     "tune_teacher": lambda: grid_manifest(teacher_grid(config, "train85"), "teacher"),
     "tune_student": lambda: grid_manifest(student_grid(config), "student"),
