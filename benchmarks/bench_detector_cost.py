@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -28,7 +29,10 @@ from stages.modeling.training import IterationBatches, build_optimizer
 from stages.utils.device import configure_torch
 
 
-def seconds_per_iteration(config: dict, run: Path, iterations: int, warmup: int = 3) -> float:
+def seconds_per_iteration(config: dict, run: Path, iterations: int, warmup: int = 3,
+                          on_warm: Callable[[], None] | None = None) -> float:
+    """Seconds per teacher iteration over ``iterations`` after ``warmup``; ``on_warm`` is called once
+    the model is built and warm, just before the timer starts (bench_parallel_jobs aligns jobs on it)."""
     model, cfg, dicts, weights = build_teacher(config, run / "split" / "train85.json", run / "data" / "images",
                                                run / "prototypes" / "train85" / "similarity.npy")
     model.train()
@@ -38,6 +42,8 @@ def seconds_per_iteration(config: dict, run: Path, iterations: int, warmup: int 
     with EventStorage(0):
         for i in range(warmup + iterations):
             if i == warmup:
+                if on_warm is not None:
+                    on_warm()
                 start = time.perf_counter()
             losses = model(batches[i])
             sum(losses.values()).backward()

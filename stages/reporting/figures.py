@@ -141,21 +141,30 @@ def sweep_table(runs: list[dict]) -> pd.DataFrame:
     """Fig. 2's points: one row per run of the sweep's manifest (``smoothing``: the kind, ``fraction``:
     of the labeled train set, ``metrics``: its metrics.json and, optionally, ``intervals``: its
     fraction's bootstrap intervals.csv, where the kind is the model name), with its mask AP, APr and
-    ECE, and AP/APr ``_low``/``_high`` (NaN without intervals)."""
-    rows, tables = [], {}
+    ECE, and AP/APr ``_low``/``_high`` (NaN without intervals).
+
+    Raises ValueError naming the intervals file when it lacks a kind of its fraction, or when its
+    value for a kind is not that kind's metrics.json (the bootstrap's unresampled draw is
+    metrics.json exactly, so a mismatch is a stale file or another fraction's)."""
+    kinds: dict[str, list[str]] = {}
+    for run in runs:
+        if run.get("intervals"):
+            kinds.setdefault(run["intervals"], []).append(run["smoothing"])
+    tables = {path: read_intervals(path, names) for path, names in kinds.items()}
+    rows = []
     for run in runs:
         metrics = read_json(run["metrics"])
         row = {"variant": run["smoothing"], "fraction": float(run["fraction"]), "AP": metrics["segm"]["AP"],
                "APr": metrics["segm"]["APr"], "ECE": metrics["ece"]}
         if run.get("intervals"):
-            path = run["intervals"]
-            if path not in tables:
-                tables[path] = read_intervals(path, [])
+            table = tables[run["intervals"]]
             for metric in ("AP", "APr"):
-                found = tables[path][(tables[path]["what"] == run["smoothing"]) & (tables[path]["metric"] == metric)]
-                if found.empty:
-                    raise ValueError(f"{path}: no {metric} interval for {run['smoothing']!r} (rerun its fig2_bootstrap job)")
-                row |= {f"{metric}_low": float(found["low"].iloc[0]), f"{metric}_high": float(found["high"].iloc[0])}
+                found = table[(table["what"] == run["smoothing"]) & (table["metric"] == metric)].iloc[0]
+                if not math.isclose(float(found["value"]), row[metric], rel_tol=1e-9, abs_tol=1e-9) and not (
+                        math.isnan(float(found["value"])) and math.isnan(row[metric])):
+                    raise ValueError(f"{run['intervals']}: {run['smoothing']} {metric} is {found['value']}, but "
+                                     f"{run['metrics']} says {row[metric]} (a stale file: rerun its fig2_bootstrap job)")
+                row |= {f"{metric}_low": float(found["low"]), f"{metric}_high": float(found["high"])}
         rows.append(row)
     table = pd.DataFrame(rows).sort_values(["variant", "fraction"]).reset_index(drop=True)
     for column in ("AP_low", "AP_high", "APr_low", "APr_high"):
@@ -189,7 +198,7 @@ def sweep_markdown(differences: pd.DataFrame) -> str:
         by_metric = {r.metric: signed_interval(r.value, r.low, r.high, r.metric) for r in part.itertuples()}
         rows.append({"fraction": f"{100 * fraction:g}%", "comparison": comparison,
                      **{f"d{m}": by_metric.get(m, "-") for m in DIFFERENCE_METRICS}})
-    parts.append(markdown_table(pd.DataFrame(rows)) if rows else "No intervals (the sweep ran without its bootstrap).\n")
+    parts.append(markdown_table(pd.DataFrame(rows)) if rows else "No comparisons: the sweep has one smoothing kind.\n")
     return "".join(parts)
 
 
@@ -202,9 +211,9 @@ def sweep_figure(table: pd.DataFrame) -> plt.Figure:
             line = ax.plot(100 * part["fraction"], part[metric], marker="o", label=smoothing_label(variant))[0]
             low, high = part.get(f"{metric}_low"), part.get(f"{metric}_high")
             if low is not None and high is not None and low.notna().any():
-                errors = [(part[metric] - low).clip(lower=0), (high - part[metric]).clip(lower=0)]
-                ax.errorbar(100 * part["fraction"], part[metric], yerr=errors, fmt="none", ecolor=line.get_color(),
-                            capsize=3, alpha=0.8)
+                # the interval itself, not errors around the point: a percentile interval of a
+                # bootstrapped AP can lie beside its point (README), and error bars would hide that
+                ax.vlines(100 * part["fraction"], low, high, colors=line.get_color(), alpha=0.8)
         ax.set(xscale="log", xlabel="% of labeled training images", ylabel=f"mask {metric}", title=metric)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)

@@ -3,8 +3,7 @@
 The choice maximises holdout mask AP, ties broken by APr. Each run of the grid's manifest is a
 grid point as a config overlay (``{"overlay": {"section": {"k1": v1, ...}}, "metrics": path}``,
 values as the config holds them, never parsed back from strings); the choice is the chosen point as
-such an overlay (an integer key's value stays an integer, other numbers are floats), which
-stages.cli.write_config puts into a config.
+that run's overlay as the manifest holds it, which stages.cli.write_config puts into a config.
 """
 
 from __future__ import annotations
@@ -29,23 +28,9 @@ def grid_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-METRIC_COLUMNS = ("AP", "APr", "ECE")
-
-
-def choose(table: pd.DataFrame) -> dict[str, dict[str, int | float | str]]:
-    """The best grid point (highest AP, then APr) as a nested config overlay. A column of integers
-    (``student.iterations``) gives an int, which the schema's integer keys require."""
-    keys = [c for c in table.columns if c not in METRIC_COLUMNS]
-    ranked = table.assign(_apr=table["APr"].fillna(-math.inf)).sort_values(["AP", "_apr"], ascending=False)
-    best = ranked.iloc[0]
-    overlay: dict[str, dict[str, int | float | str]] = {}
-    for key in keys:
-        section, name = key.split(".", 1)
-        value = best[key]
-        if isinstance(value, str):
-            overlay.setdefault(section, {})[name] = value
-        elif pd.api.types.is_integer_dtype(table[key]):
-            overlay.setdefault(section, {})[name] = int(value)
-        else:
-            overlay.setdefault(section, {})[name] = float(value)
-    return overlay
+def choose(table: pd.DataFrame, runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The best grid point (highest AP, then APr) of ``table`` (grid_table of ``runs``, row i from
+    run i): that run's own overlay, its values exactly as the manifest holds them (an integer axis
+    stays an int, a name a string)."""
+    ranked = table.assign(_apr=table["APr"].fillna(-math.inf)).sort_values(["AP", "_apr"], ascending=False, kind="stable")
+    return runs[int(ranked.index[0])]["overlay"]

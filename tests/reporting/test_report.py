@@ -82,7 +82,7 @@ def test_fig2_has_one_line_per_variant_over_the_fractions(tmp_path: Path) -> Non
     fig = sweep_figure(table)
     for ax, metric, scale in zip(fig.axes, ("AP", "APr"), (20, 10)):
         assert ax.get_title() == metric
-        assert not ax.containers
+        assert not ax.collections
         lines = {line.get_label(): line.get_xydata() for line in ax.get_lines()}
         assert set(lines) == {"one-hot", "similarity + frequency smoothing"}  # the kinds' registered labels
         np.testing.assert_allclose(lines["similarity + frequency smoothing"], [[10, scale * 0.1 + 5], [50, scale * 0.5 + 5],
@@ -115,9 +115,9 @@ def test_fig2_draws_each_points_interval_and_tabulates_the_differences_between_k
     np.testing.assert_allclose(onehot[["AP", "AP_low", "AP_high", "APr", "APr_low", "APr_high"]].to_numpy(),
                                [[20, 19, 22, 10, 9, 12]] * 2)
     fig = sweep_figure(table)
-    bars = fig.axes[0].containers  # one error-bar set per kind
-    assert len(bars) == 2
-    segments = bars[1].lines[2][0].get_segments()  # similarity_frequency at 10% and 100%: [low, high]
+    intervals = fig.axes[0].collections  # one set of vertical interval lines per kind
+    assert len(intervals) == 2
+    segments = intervals[1].get_segments()  # similarity_frequency at 10% and 100%: [low, high]
     np.testing.assert_allclose([[seg[0][1], seg[1][1]] for seg in segments], [[23, 26], [19.5, 22.5]])
 
     differences = figures.sweep_differences(runs)
@@ -143,9 +143,15 @@ def test_fig2_names_the_intervals_file_that_breaks_its_contract(tmp_path: Path) 
     runs[0]["intervals"] = str(tmp_path / "missing.csv")
     with pytest.raises(ValueError, match="missing.csv: no such intervals file"):
         sweep_table(runs)
-    pd.DataFrame([{"what": "onehot", "metric": "AP", "value": 1, "low": 0, "high": 2}]).to_csv(broken, index=False)
-    runs[0]["intervals"] = str(broken)
-    with pytest.raises(ValueError, match=r"intervals_frac0.1.csv: no APr interval for 'onehot'"):
+    runs = _sweep_runs(tmp_path)  # intact files again
+    frame = pd.read_csv(broken)
+    frame[frame["what"] != "similarity_frequency"].to_csv(broken, index=False)
+    with pytest.raises(ValueError, match=r"intervals_frac0.1.csv: no interval for \['similarity_frequency/AP'"):
+        sweep_table(runs)
+    # another fraction's (or a stale) file: its values are not the teachers' metrics.json
+    runs = _sweep_runs(tmp_path)
+    broken.write_text((tmp_path / "intervals_frac1.csv").read_text())
+    with pytest.raises(ValueError, match=r"intervals_frac0.1.csv: similarity_frequency AP is 20.5, but \S+ says 24.0"):
         sweep_table(runs)
 
 
