@@ -63,10 +63,12 @@ def fig1_figure(data: pd.DataFrame) -> plt.Figure:
     for j, (metric, colour) in enumerate(FIG1_METRICS.items()):
         part = data[data["metric"] == metric].set_index("model").reindex(models)
         x = [k + (2 * j - 1.5) * width for k in range(len(models))]
-        low = (part["value"] - part["low"]).clip(lower=0).fillna(0)
-        high = (part["high"] - part["value"]).clip(lower=0).fillna(0)
-        ax.bar(x, part["value"], width, color=colour, edgecolor="black", linewidth=0.5, label=f"{metric} (this run)",
-               yerr=[low, high], capsize=3, error_kw={"linewidth": 0.8})
+        ax.bar(x, part["value"], width, color=colour, edgecolor="black", linewidth=0.5, label=f"{metric} (this run)")
+        # the interval itself (a percentile interval of a bootstrapped AP can lie beside its point,
+        # which error bars around the point would hide); none where there is no bootstrap
+        known = part["low"].notna().to_numpy()
+        ax.vlines([v for v, k in zip(x, known) if k], part["low"][known], part["high"][known], colors="black",
+                  linewidth=0.8, label=f"{metric} 95% interval")
         has_paper = part["paper"].notna().to_numpy()
         ax.bar([v + width for v, h in zip(x, has_paper) if h], part["paper"][has_paper], width, facecolor="none",
                edgecolor=colour, hatch="//", linewidth=1.0, label=f"{metric} (paper, LVIS v1)")
