@@ -23,11 +23,10 @@ import pandas as pd  # noqa: E402
 
 from stages.core.smoothing import smoothing_label  # noqa: E402
 from stages.reporting.table1 import (  # noqa: E402
-    DIFFERENCE_METRICS,
+    differences_wide,
     interval_differences,
     markdown_table,
     read_intervals,
-    signed_interval,
 )
 from stages.utils.readers import read_json  # noqa: E402
 
@@ -195,12 +194,8 @@ def sweep_markdown(differences: pd.DataFrame) -> str:
     """fig2_differences.md: one row per (fraction, comparison), each metric's difference with its
     interval, e.g. ``+1.3 [+0.3, +2.4]``."""
     parts = ["# Fig. 2: paired differences between smoothing kinds (teachers on val, 95% image-level bootstrap)\n\n"]
-    rows = []
-    for (fraction, comparison), part in differences.groupby(["fraction", "comparison"], sort=False):
-        by_metric = {r.metric: signed_interval(r.value, r.low, r.high, r.metric) for r in part.itertuples()}
-        rows.append({"fraction": f"{100 * fraction:g}%", "comparison": comparison,
-                     **{f"d{m}": by_metric.get(m, "-") for m in DIFFERENCE_METRICS}})
-    parts.append(markdown_table(pd.DataFrame(rows)) if rows else "No comparisons: the sweep has one smoothing kind.\n")
+    wide = differences_wide(differences.assign(fraction=[f"{100 * f:g}%" for f in differences["fraction"]]), ["fraction"])
+    parts.append(markdown_table(wide) if len(wide) else "No comparisons: the sweep has one smoothing kind.\n")
     return "".join(parts)
 
 

@@ -8,14 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 from stages.reporting.table1 import (
-    DIFFERENCE_METRICS,
     INTERVAL_METRICS,
+    differences_wide,
     digits,
     interval_differences,
     markdown_table,
     metric_value,
     read_intervals,
-    signed_interval,
 )
 from stages.utils.readers import read_json
 
@@ -63,11 +62,5 @@ def seeds_markdown(table: pd.DataFrame, differences: pd.DataFrame) -> str:
     parts = [f"# Table 1 over seeds {seeds} (mask AP on val, mean +- std)\n\n", markdown_table(seed_summary(table)),
              "\n## Paired-bootstrap differences per seed (95%)\n\n"]
     if len(differences):
-        # one row per (seed, comparison), one column per metric: "value [low, high]"
-        rows = []
-        for (seed, comparison), part in differences.groupby(["seed", "comparison"], sort=False):
-            by_metric = {r.metric: signed_interval(r.value, r.low, r.high, r.metric) for r in part.itertuples()}
-            rows.append({"seed": seed, "comparison": comparison,
-                         **{f"d{m}": by_metric.get(m, "-") for m in DIFFERENCE_METRICS}})
-        parts.append(markdown_table(pd.DataFrame(rows)))
+        parts.append(markdown_table(differences_wide(differences, ["seed"])))
     return "".join(parts)

@@ -167,6 +167,17 @@ def differences_table(intervals: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def differences_wide(differences: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Long differences (``keys``, comparison, metric, value, low, high: interval_differences plus
+    the keys) as one row per (keys, comparison) and a ``d<metric>`` column per DIFFERENCE_METRICS
+    metric, each ``value [low, high]`` ("-" where the metric is missing)."""
+    rows = []
+    for group, part in differences.groupby([*keys, "comparison"], sort=False):
+        by_metric = {r.metric: signed_interval(r.value, r.low, r.high, r.metric) for r in part.itertuples()}
+        rows.append({**dict(zip([*keys, "comparison"], group)), **{f"d{m}": by_metric.get(m, "-") for m in DIFFERENCE_METRICS}})
+    return pd.DataFrame(rows, columns=[*keys, "comparison", *(f"d{m}" for m in DIFFERENCE_METRICS)])
+
+
 def _fmt(value: object) -> str:
     if value is None:
         return "-"
