@@ -4,7 +4,8 @@ and of the differences between models (stages.evaluation.bootstrap).
 
 Writes a CSV with one row per (model or comparison "a - b", metric): the value on the data as it
 is and the ``evaluation.interval_level`` percentile interval over ``evaluation.bootstrap_draws``
-draws, all models resampled with the same draws.
+draws, all models resampled with the same draws; per model also the gap "APr - AP" (the premise's
+P1, both metrics on each draw).
 
 CLI: python -m stages.cli.bootstrap --config CFG --gt val.json --detections teacher=D.json student_soft=E.json ...
         --compare student_soft:teacher ... --out intervals.csv

@@ -1,10 +1,10 @@
 """Rule premise: the paper's premise measured on the run's data (stages.reporting.premise): P1 teacher
-APr - AP with its paired interval, P2 mean CCECE per r/c/f and r - f with its interval (on the holdout
+APr - AP with its paired interval (the bootstrap job's, from its intervals.csv), P2 mean CCECE per r/c/f and r - f with its interval (on the holdout
 detections the ccece stage judges: the top evaluation.max_detections of each image), P3 the share
 of val images whose teacher detections above the score threshold exceed the per-image budget, P4 the
 share of rare-class objects in the unlabeled set against the pool (when the pool's truth is known).
 
-CLI: python -m stages.cli.premise --config CFG --val-gt val.json --teacher-detections D.json
+CLI: python -m stages.cli.premise --config CFG --val-gt val.json --teacher-detections D.json --intervals I.csv
         --holdout-gt holdout15.json --holdout-detections H.parquet --unlabeled unlabeled.json
         --pool pool.json [--pool-truth pool_truth.json] --out-csv premise.csv --out-md premise.md
 """
@@ -18,10 +18,10 @@ import pandas as pd
 
 from stages.data.detections import read_detections
 from stages.data.lvis import load_lvis
-from stages.evaluation.fast_lvis_eval import match_detections
 from stages.evaluation.judging import judge_detections
 from stages.evaluation.metrics import top_detections
-from stages.reporting.premise import ap_gap, budget_share, ccece_gap, premise_markdown, premise_table, rare_share
+from stages.reporting.premise import budget_share, ccece_gap, premise_markdown, premise_table, rare_gap, rare_share
+from stages.reporting.table1 import read_intervals
 from stages.utils.atomic import write_csv, write_text
 from stages.utils.config import load_stage_config
 from stages.utils.readers import read_json
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--val-gt", required=True, type=Path)
     parser.add_argument("--teacher-detections", required=True, type=Path, help="the teacher's val detections")
+    parser.add_argument("--intervals", required=True, type=Path, help="the bootstrap's intervals.csv on val (P1)")
     parser.add_argument("--holdout-gt", required=True, type=Path)
     parser.add_argument("--holdout-detections", required=True, type=Path, help="the train85 teacher's on holdout15")
     parser.add_argument("--unlabeled", required=True, type=Path, help="retrieval/unlabeled.json")
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
 
     val = load_lvis(args.val_gt)
     teacher = read_detections(args.teacher_detections)
-    p1 = ap_gap(match_detections(val, teacher, "segm", evaluation["max_detections"]), draws, seed, level)
+    p1 = rare_gap(read_intervals(args.intervals, ["teacher"]))
     holdout = load_lvis(args.holdout_gt)
     # the detections the ccece stage judges: the top evaluation.max_detections of each image
     holdout_detections, _ = top_detections(read_detections(args.holdout_detections), evaluation["max_detections"])

@@ -42,6 +42,15 @@ from stages.evaluation.metrics import top_detections
 
 AP_KEYS = ("AP", "APr", "APc", "APf")
 METRICS = (*AP_KEYS, *FIXED_KEYS, POOL_KEY, "ECE")
+# Differences within one model, each paired on the same draw: APr - AP is the premise's P1 (is the
+# model worse on rare classes than overall? stages.reporting.premise), for every model alike.
+GAPS = (("APr", "AP"),)
+
+
+def difference_name(a: str, b: str) -> str:
+    """How intervals.csv names a minus b: a comparison of two models (its ``what``) or a gap
+    between two metrics of one model (its ``metric``)."""
+    return f"{a} - {b}"
 
 
 def ap_summary(precision: np.ndarray, freq_groups: list[list[int]], keys: Sequence[str] = AP_KEYS) -> dict[str, float]:
@@ -152,7 +161,8 @@ def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
 
 def intervals(draws: pd.DataFrame, comparisons: Sequence[tuple[str, str]], level: float = 0.95) -> pd.DataFrame:
     """Per model and per comparison (a minus b): the point value (on the data as it is) and its
-    bootstrap interval, for every metric of METRICS. Columns: what, metric, value, low, high."""
+    bootstrap interval, for every metric of METRICS; per model also each within-model gap of GAPS
+    (metric ``difference_name(a, b)``, paired on the same draws). Columns: what, metric, value, low, high."""
     point = draws[draws["draw"] == -1].set_index("model")
     boot = draws[draws["draw"] >= 0]
     rows = []
@@ -161,11 +171,15 @@ def intervals(draws: pd.DataFrame, comparisons: Sequence[tuple[str, str]], level
         for metric in METRICS:
             low, high = interval(part[metric].to_numpy(), level)
             rows.append({"what": model, "metric": metric, "value": point.loc[model, metric], "low": low, "high": high})
+        for a, b in GAPS:
+            low, high = interval((part[a] - part[b]).to_numpy(), level)
+            rows.append({"what": model, "metric": difference_name(a, b), "value": point.loc[model, a] - point.loc[model, b],
+                         "low": low, "high": high})
     by_model = {model: part.set_index("draw") for model, part in boot.groupby("model")}
     for a, b in comparisons:
         for metric in METRICS:
             diff = (by_model[a][metric] - by_model[b][metric]).to_numpy()
             low, high = interval(diff, level)
-            rows.append({"what": f"{a} - {b}", "metric": metric, "value": point.loc[a, metric] - point.loc[b, metric],
+            rows.append({"what": difference_name(a, b), "metric": metric, "value": point.loc[a, metric] - point.loc[b, metric],
                          "low": low, "high": high})
     return pd.DataFrame(rows, columns=["what", "metric", "value", "low", "high"])

@@ -7,7 +7,7 @@ LVIS AP only through the detections it brings into or out of an image's list: Da
 (d) retrieval brings rare-class objects into the unlabeled set. Each is one statistic here:
 
 - **P1** teacher APr minus AP on val, with its paired image-level bootstrap interval (both on the same
-  resampled images). Paper: 47.0 - 54.0 = -7.0 (Table 1's teacher); EVA-02-L mask: 47.6 - 53.5 = -5.9.
+  resampled images): the bootstrap job's own row (intervals.csv), the same for every seed's teacher. Paper: 47.0 - 54.0 = -7.0 (Table 1's teacher); EVA-02-L mask: 47.6 - 53.5 = -5.9.
 - **P2** the teacher's mean CCECE (eq. 4) over the r, c and f classes with judged holdout15 detections,
   and r minus f with a bootstrap interval over holdout images (> 0: rare more under-confident).
 - **P3** the share of val images on which the teacher has more detections above the score threshold
@@ -24,22 +24,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages.evaluation.bootstrap import ap_summary, draw_weights, interval
-from stages.evaluation.fast_lvis_eval import MatchedDetections, accumulate
+from stages.evaluation.bootstrap import difference_name, draw_weights, interval
 
 COLUMNS = ["premise", "statistic", "value", "low", "high", "holds", "paper"]
+# P1 is the bootstrap's within-model gap APr - AP (stages.evaluation.bootstrap.GAPS) of the teacher.
+P1_METRIC = difference_name("APr", "AP")
 
 
-def ap_gap(matched: MatchedDetections, draws: int, seed: int, level: float) -> dict[str, float]:
-    """P1: APr - AP (points) on the data as it is, and its paired bootstrap interval: each draw
-    resamples the images once and both metrics are computed on it. NaN without rare ground truth."""
-    point = ap_summary(accumulate(matched, areas=[0])[0], matched.freq_groups)
-    gaps = []
-    for w in draw_weights(matched.n_images, draws, seed):
-        s = ap_summary(accumulate(matched, w, areas=[0])[0], matched.freq_groups)
-        gaps.append(s["APr"] - s["AP"])
-    low, high = interval(np.asarray(gaps), level)
-    return {"AP": point["AP"], "APr": point["APr"], "value": point["APr"] - point["AP"], "low": low, "high": high}
+def rare_gap(intervals: pd.DataFrame, model: str = "teacher") -> dict[str, float]:
+    """P1 of ``model``: its AP and APr (points) and APr - AP with the paired interval of the bootstrap
+    (stages.evaluation.bootstrap: both metrics on the same resampled images), from an intervals table
+    that read_intervals checked for ``model``. NaN without rare ground truth."""
+    rows = intervals[intervals["what"] == model].set_index("metric")
+    gap = rows.loc[P1_METRIC]
+    return {"AP": float(rows.loc["AP", "value"]), "APr": float(rows.loc["APr", "value"]), "value": float(gap["value"]),
+            "low": float(gap["low"]), "high": float(gap["high"])}
 
 
 def group_ccece(judged: pd.DataFrame, frequency: dict[int, str], weights: np.ndarray | None = None,

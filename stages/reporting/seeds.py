@@ -1,5 +1,6 @@
-"""Table 1 over seeds: every row's mean and standard deviation over the seeds, and each seed's
-paired-bootstrap differences (is the gain there under every seed, not just one?)."""
+"""Table 1 over seeds: every row's mean and standard deviation over the seeds, each seed's
+paired-bootstrap differences (is the gain there under every seed, not just one?), and each seed's
+premise P1 (is its teacher worse on rare classes?)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from stages.reporting.premise import rare_gap
 from stages.reporting.table1 import (
     INTERVAL_METRICS,
     differences_wide,
@@ -14,9 +16,10 @@ from stages.reporting.table1 import (
     interval_differences,
     markdown_table,
     metric_value,
-    read_intervals,
 )
 from stages.utils.readers import read_json
+
+P1_COLUMNS = ["seed", "AP", "APr", "value", "low", "high", "holds"]
 
 
 def seed_metrics(runs: list[tuple[int, str, Path]]) -> pd.DataFrame:
@@ -46,21 +49,36 @@ def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def seed_differences(intervals: list[tuple[int, Path]]) -> pd.DataFrame:
+def seed_differences(intervals: dict[int, pd.DataFrame]) -> pd.DataFrame:
     """Per seed, comparison and metric of DIFFERENCE_METRICS (AP, APr, AP-Fixed, APr-Fixed, AP-Pool,
-    ECE): the difference with its interval (each intervals.csv checked by read_intervals)."""
-    frames = []
-    for seed, path in intervals:
-        diffs = interval_differences(read_intervals(path, []))
-        frames.append(diffs.assign(seed=seed, above_zero=diffs["low"] > 0))
+    ECE): the difference with its interval, from each seed's intervals table (read_intervals checked
+    it for the seed's models and comparisons)."""
+    frames = [interval_differences(table).assign(seed=seed) for seed, table in intervals.items()]
+    frames = [f.assign(above_zero=f["low"] > 0) for f in frames]
     columns = ["seed", "comparison", "metric", "value", "low", "high", "above_zero"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
-def seeds_markdown(table: pd.DataFrame, differences: pd.DataFrame) -> str:
+def seed_rare_gaps(intervals: dict[int, pd.DataFrame]) -> pd.DataFrame:
+    """The premise's P1 under every seed: the seed's teacher AP, APr and APr - AP with its paired
+    interval (columns P1_COLUMNS; ``holds``: the interval lies below 0, as premise.csv states it)."""
+    rows = []
+    for seed, table in intervals.items():
+        gap = rare_gap(table, "teacher")
+        rows.append({"seed": seed, **gap, "holds": bool(gap["high"] < 0)})
+    return pd.DataFrame(rows, columns=P1_COLUMNS)
+
+
+def seeds_markdown(table: pd.DataFrame, differences: pd.DataFrame, rare_gaps: pd.DataFrame) -> str:
     seeds = sorted(table["seed"].unique().tolist())
     parts = [f"# Table 1 over seeds {seeds} (mask AP on val, mean +- std)\n\n", markdown_table(seed_summary(table)),
              "\n## Paired-bootstrap differences per seed (95%)\n\n"]
     if len(differences):
         parts.append(markdown_table(differences_wide(differences, ["seed"])))
+    shown = rare_gaps.assign(
+        gap=[f"{r.value:+.1f} [{r.low:+.1f}, {r.high:+.1f}]" for r in rare_gaps.itertuples()],
+        AP=rare_gaps["AP"].map("{:.1f}".format), APr=rare_gaps["APr"].map("{:.1f}".format),
+        holds=rare_gaps["holds"].map({True: "yes", False: "no"}))
+    parts += ["\n## Premise P1 per seed: the teacher's APr - AP (paired interval; paper -7.0)\n\n",
+              markdown_table(shown[["seed", "AP", "APr", "gap", "holds"]].rename(columns={"gap": "APr - AP"}))]
     return "".join(parts)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from stages.core.pseudo_labels import STUDENT_PREFIX, PaperRow, ladder, model_variant, student_model
+from stages.evaluation.bootstrap import GAPS, difference_name
 from stages.utils.readers import read_json
 
 # Table 1 of the paper (LVIS v1 val, mask AP): the teacher's row. A student's label and paper
@@ -42,6 +43,8 @@ def figure_models(models: list[str]) -> list[str]:
 INTERVAL_METRICS = ("AP", "APr", "APc", "APf", "AP-Fixed", "APr-Fixed", "AP-Pool", "ECE")
 # The differences between rows (the ladder) shown in table1.md and the seeds' report.
 DIFFERENCE_METRICS = ("AP", "APr", "AP-Fixed", "APr-Fixed", "AP-Pool", "ECE")
+# Each model's within-model gaps (APr - AP: the premise's P1), with their paired intervals.
+GAP_METRICS = tuple(difference_name(a, b) for a, b in GAPS)
 # The paper reports neither AP-Fixed nor AP-Pool: "-" beside ours.
 PAPER_WITHOUT = ("AP-Fixed", "APr-Fixed")
 _SEGM_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf", "AP-Fixed", "APr-Fixed", "APc-Fixed",
@@ -90,13 +93,14 @@ def table1(metrics_of: dict[str, dict], intervals: pd.DataFrame | None = None) -
 def check_intervals(intervals: pd.DataFrame, models: list[str], source: str | Path,
                     comparisons: list[str] = ()) -> pd.DataFrame:
     """The bootstrap's intervals.csv against its contract: columns what, metric, value, low, high, a
-    row for every model and INTERVAL_METRICS metric and, for every comparison ("a - b"), a row per
-    DIFFERENCE_METRICS metric; ValueError naming ``source`` and what is missing."""
+    row for every model and INTERVAL_METRICS or GAP_METRICS metric and, for every comparison
+    ("a - b"), a row per DIFFERENCE_METRICS metric; ValueError naming ``source`` and what is missing."""
     missing_columns = {"what", "metric", "value", "low", "high"} - set(intervals.columns)
     if missing_columns:
         raise ValueError(f"{source}: intervals lack the columns {sorted(missing_columns)}")
     have = set(zip(intervals["what"], intervals["metric"]))
-    missing = [f"{model}/{metric}" for model in models for metric in INTERVAL_METRICS if (model, metric) not in have]
+    missing = [f"{model}/{metric}" for model in models for metric in (*INTERVAL_METRICS, *GAP_METRICS)
+               if (model, metric) not in have]
     missing += [f"{c}/{metric}" for c in comparisons for metric in DIFFERENCE_METRICS if (c, metric) not in have]
     if missing:
         raise ValueError(f"{source}: no interval for {missing[:6]}{' ...' if len(missing) > 6 else ''} (rerun the bootstrap job)")

@@ -148,7 +148,12 @@ def test_identical_models_differ_by_exactly_zero() -> None:
     assert (diff[["value", "low", "high"]].to_numpy() == 0).all()
     # and every metric of every model has an interval around its value
     rows = table[table["what"] == "a"]
-    assert set(rows["metric"]) == set(METRICS) and (rows["low"] <= rows["value"]).all() and (rows["value"] <= rows["high"]).all()
+    assert set(rows["metric"]) == set(METRICS) | {"APr - AP"}
+    rows = rows[rows["metric"].isin(METRICS)]
+    assert (rows["low"] <= rows["value"]).all() and (rows["value"] <= rows["high"]).all()
+    # and its gap APr - AP (the premise's P1) is the difference of the two values
+    value = table[table["what"] == "a"].set_index("metric")["value"]
+    assert value["APr - AP"] == value["APr"] - value["AP"]
 
 
 def test_intervals_narrow_with_more_images() -> None:

@@ -180,6 +180,9 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_run, tmp_path):
     assert {"P1", "P2", "P3", "P4"} <= set(premise["premise"])
     p1 = premise[premise["statistic"] == "teacher APr - AP (val, points)"].iloc[0]
     assert p1["low"] <= p1["value"] <= p1["high"] or np.isnan(p1["value"])
+    # P1 is the bootstrap's own paired gap of the teacher (the seeds report reads the same row per seed)
+    gap = intervals[(intervals["what"] == "teacher") & (intervals["metric"] == "APr - AP")].iloc[0]
+    assert [p1["value"], p1["low"], p1["high"]] == pytest.approx([gap["value"], gap["low"], gap["high"]], nan_ok=True)
     assert "| P3 |" in (pictures / "premise.md").read_text()
     # P2 judges what the ccece stage judges: its group means are ccece.parquet's
     judged_classes = ccece[ccece["n_detections"] > 0]

@@ -11,25 +11,35 @@ import pandas as pd
 import pytest
 
 from stages.data.lvis import segmentation_rle
-from stages.evaluation.fast_lvis_eval import match_detections
+from stages.evaluation.bootstrap import bootstrap_metrics, intervals, prepare_models
 from stages.evaluation.lvis_eval import evaluate_lvis
 from stages.reporting.premise import (
-    ap_gap,
     budget_share,
     ccece_gap,
     group_ccece,
     premise_markdown,
     premise_table,
+    rare_gap,
     rare_share,
 )
+from stages.reporting.table1 import check_intervals
 from tests.evaluation.test_fast_lvis_eval import make_dets, make_gt
+
+
+def _p1(gt: dict, dets: list[dict], draws: int, seed: int) -> tuple[dict[str, float], pd.DataFrame]:
+    """P1 as the pipeline computes it: the bootstrap job's intervals (teacher rows), read by rare_gap."""
+    models = prepare_models(gt, {"teacher": dets}, iou_type="segm", max_dets=300, detections_per_class_setting="auto",
+                            judge_iou_type="segm", judge_iou_threshold=0.5)
+    draws_table = bootstrap_metrics(models, draws, seed, ece_bins=10)
+    table = check_intervals(intervals(draws_table, [], 0.95), ["teacher"], "intervals.csv")
+    return rare_gap(table), draws_table
 
 
 def test_p1_point_is_the_official_aprs_minus_ap(tmp_path: Path) -> None:
     """The point value is LVISEval's APr minus its AP on the same detections (segm, 300 per image)."""
     gt = make_gt(seed=2, n_images=30)
     dets = make_dets(gt, seed=2)
-    got = ap_gap(match_detections(gt, dets, "segm", 300), draws=50, seed=0, level=0.95)
+    got, _ = _p1(gt, copy.deepcopy(dets), draws=50, seed=0)
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(gt))
     official = evaluate_lvis(path, copy.deepcopy(dets), "segm", 300, "lvis", gt).results
@@ -37,6 +47,17 @@ def test_p1_point_is_the_official_aprs_minus_ap(tmp_path: Path) -> None:
     assert got["APr"] == pytest.approx(100 * official["APr"], abs=1e-9)
     assert got["value"] == pytest.approx(100 * (official["APr"] - official["AP"]), abs=1e-9)
     assert got["low"] <= got["high"]
+
+
+def test_p1_interval_is_paired_on_the_same_draws() -> None:
+    """The interval is the percentile interval of each draw's APr minus the same draw's AP (both on one
+    resample of the images)."""
+    gt = make_gt(seed=3, n_images=40)
+    got, draws = _p1(gt, make_dets(gt, seed=3), draws=200, seed=5)
+    boot = draws[draws["draw"] >= 0].sort_values("draw")
+    paired = (boot["APr"] - boot["AP"]).to_numpy()
+    paired = paired[np.isfinite(paired)]
+    assert (got["low"], got["high"]) == pytest.approx((np.percentile(paired, 2.5), np.percentile(paired, 97.5)))
 
 
 def test_p1_interval_is_below_zero_when_rare_classes_are_missed() -> None:
@@ -48,7 +69,7 @@ def test_p1_interval_is_below_zero_when_rare_classes_are_missed() -> None:
     sizes = {img["id"]: (img["height"], img["width"]) for img in gt["images"]}
     for d in dets:
         d["segmentation"] = segmentation_rle(d["segmentation"], *sizes[d["image_id"]])
-    got = ap_gap(match_detections(gt, dets, "segm", 300), draws=200, seed=1, level=0.95)
+    got, _ = _p1(gt, dets, draws=200, seed=1)
     assert got["APr"] == 0.0
     assert got["high"] < 0 and got["value"] < 0
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from stages.cli import report as report_stage
+from stages.cli import seeds as seeds_stage
 from stages.evaluation.bootstrap import METRICS
 from stages.reporting import figures, seeds, table1
 from stages.reporting.figures import sweep_figure, sweep_table
@@ -100,6 +101,7 @@ def _sweep_runs(tmp_path: Path) -> list[dict]:
             path.write_text(json.dumps({"segm": {"AP": ap, "APr": ap / 2}, "ece": 0.1}))
             rows += [{"what": kind, "metric": m, "value": v, "low": v - 1, "high": v + 2}
                      for m, v in zip(METRICS, [ap, ap / 2, *[ap] * (len(METRICS) - 2)])]
+            rows.append({"what": kind, "metric": "APr - AP", "value": -ap / 2, "low": -ap / 2 - 1, "high": -ap / 2 + 1})
             runs.append({"smoothing": kind, "fraction": fraction, "metrics": str(path),
                          "intervals": str(tmp_path / f"intervals_frac{fraction:g}.csv")})
         rows += [{"what": "similarity_frequency - onehot", "metric": m, "value": gain, "low": gain - 1.5, "high": gain + 1.5}
@@ -169,6 +171,9 @@ def _report_inputs(tmp_path: Path) -> list[str]:
     rows += [{"what": "student_soft_corrected - teacher", "metric": k, "value": 10.0, "low": 4.0 if k == "AP" else -1.0,
               "high": 15.0} for k in METRICS if k != "ECE"]
     rows.append({"what": "student_soft_corrected - teacher", "metric": "ECE", "value": -0.1, "low": -0.15, "high": -0.02})
+    # each model's gap APr - AP (the premise's P1): the teacher's interval below 0, the student's across it
+    rows += [{"what": m, "metric": "APr - AP", "value": -3.0 + 2 * i, "low": -5.0 + 2 * i, "high": -1.0 + 2 * i}
+             for i, m in enumerate(MODELS)]
     pd.DataFrame(rows).to_csv(tmp_path / "intervals.csv", index=False)
     for job, seconds in (("train_teacher_train85", 135.5), ("split", 1.2)):
         (tmp_path / f"{job}.tsv").write_text("s\th:m:s\tmax_rss\tmax_vms\n"
@@ -268,24 +273,60 @@ def test_report_refuses_intervals_or_metrics_without_the_fixed_metrics(tmp_path:
     assert inputs
 
 
-def test_seeds_table_shows_table1s_metrics_and_each_seeds_differences(tmp_path: Path) -> None:
-    runs, interval_files = [], []
+def test_seeds_table_shows_table1s_metrics_each_seeds_differences_and_p1(tmp_path: Path) -> None:
+    runs, interval_files = [], {}
     for seed in (0, 1):
         eval_dir = _eval_dir(tmp_path / f"s{seed}")
         runs += [(seed, m, eval_dir / m / "metrics.json") for m in MODELS]
-        _report_inputs(tmp_path)
-        interval_files.append((seed, tmp_path / "intervals.csv"))
+        _report_inputs(tmp_path / f"s{seed}")
+        interval_files[seed] = tmp_path / f"s{seed}" / "intervals.csv"
+    intervals = {seed: table1.read_intervals(path, MODELS, ["student_soft_corrected - teacher"])
+                 for seed, path in interval_files.items()}
     table = seeds.seed_metrics(runs)
     assert list(table.columns) == ["seed", "model", *table1.INTERVAL_METRICS]
     summary = seeds.seed_summary(table)
     assert summary.set_index("model").loc["teacher", "AP-Fixed"] == "11.0 +- 0.0"
     assert summary.set_index("model").loc["teacher", "ECE"] == "0.200 +- 0.000"
-    differences = seeds.seed_differences(interval_files)
+    differences = seeds.seed_differences(intervals)
     assert set(differences["metric"]) == set(table1.DIFFERENCE_METRICS)
-    markdown = seeds.seeds_markdown(table, differences)
+    # P1 per seed is the teacher's own APr - AP row, not the student's
+    rare_gaps = seeds.seed_rare_gaps(intervals)
+    assert list(rare_gaps.columns) == seeds.P1_COLUMNS
+    assert rare_gaps[["seed", "value", "low", "high", "holds"]].values.tolist() == [[0, -3.0, -5.0, -1.0, True],
+                                                                                     [1, -3.0, -5.0, -1.0, True]]
+    markdown = seeds.seeds_markdown(table, differences, rare_gaps)
     assert "| seed | comparison | dAP | dAPr | dAP-Fixed | dAPr-Fixed | dAP-Pool | dECE |" in markdown
     assert ("| 1 | student_soft_corrected - teacher | +10.0 [+4.0, +15.0] | +10.0 [-1.0, +15.0] | +10.0 [-1.0, +15.0] "
             "| +10.0 [-1.0, +15.0] | +10.0 [-1.0, +15.0] | -0.100 [-0.150, -0.020] |") in markdown
+    assert "| 0 | 10.0 | 10.0 | -3.0 [-5.0, -1.0] | yes |" in markdown
+
+
+def test_seeds_cli_checks_each_seeds_intervals_for_its_models_and_comparisons(tmp_path: Path) -> None:
+    """The seeds stage names a seed's intervals.csv that lacks one of Table 1's comparisons (or the
+    P1 gap), and a manifest whose seeds disagree with the runs'."""
+    eval_dir = _eval_dir(tmp_path)
+    _report_inputs(tmp_path)
+    runs = tmp_path / "runs.json"
+    runs.write_text(json.dumps([{"seed": 3, "model": m, "metrics": str(eval_dir / m / "metrics.json")} for m in MODELS]))
+    manifest = tmp_path / "intervals.json"
+    outs = [f"--out-{k}={tmp_path / k}.out" for k in ("table", "differences", "p1", "md")]
+    manifest.write_text(json.dumps([{"seed": 3, "intervals": str(tmp_path / "intervals.csv")}]))
+    seeds_stage.main(["--runs", str(runs), "--intervals", str(manifest), *outs])
+    p1 = pd.read_csv(tmp_path / "p1.out")
+    assert p1[["seed", "value", "holds"]].values.tolist() == [[3, -3.0, True]]
+    intervals = pd.read_csv(tmp_path / "intervals.csv")
+    without = intervals[intervals["what"] != "student_soft_corrected - teacher"]
+    without.to_csv(tmp_path / "without.csv", index=False)
+    manifest.write_text(json.dumps([{"seed": 3, "intervals": str(tmp_path / "without.csv")}]))
+    with pytest.raises(ValueError, match=r"without.csv: no interval for \['student_soft_corrected - teacher/AP'"):
+        seeds_stage.main(["--runs", str(runs), "--intervals", str(manifest), *outs])
+    intervals[intervals["metric"] != "APr - AP"].to_csv(tmp_path / "no_gap.csv", index=False)
+    manifest.write_text(json.dumps([{"seed": 3, "intervals": str(tmp_path / "no_gap.csv")}]))
+    with pytest.raises(ValueError, match=r"no_gap.csv: no interval for \['teacher/APr - AP'"):
+        seeds_stage.main(["--runs", str(runs), "--intervals", str(manifest), *outs])
+    manifest.write_text(json.dumps([{"seed": 4, "intervals": str(tmp_path / "intervals.csv")}]))
+    with pytest.raises(SystemExit):
+        seeds_stage.main(["--runs", str(runs), "--intervals", str(manifest), *outs])
 
 
 def test_ccece_figure_draws_the_interval_and_the_shrunk_value() -> None:

@@ -63,6 +63,7 @@ rule premise:
         config=stage_config("premise"),
         val_gt=evalset_json(MAIN_EVALSET),
         teacher=f"{eval_dir(MAIN_EVALSET, 'teacher')}/detections.json",
+        intervals=f"{RUN}/report/{MAIN_EVALSET}/intervals.csv",
         holdout_gt=HOLDOUT_JSON,
         holdout=rules.predict_holdout.output[0],
         unlabeled=f"{RUN}/retrieval/unlabeled.json",
@@ -81,7 +82,8 @@ rule premise:
         f"{RUN}/benchmarks/premise.tsv",
     shell:
         stage("premise") + " --val-gt {input.val_gt:q} --teacher-detections {input.teacher:q}"
-        " --holdout-gt {input.holdout_gt:q} --holdout-detections {input.holdout:q} --unlabeled {input.unlabeled:q}"
+        " --intervals {input.intervals:q} --holdout-gt {input.holdout_gt:q} --holdout-detections {input.holdout:q}"
+        " --unlabeled {input.unlabeled:q}"
         " --pool {input.pool:q} {params.truth:q} --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
 
 

@@ -21,8 +21,8 @@ use rule bootstrap as seed_bootstrap with:
 
 
 rule seeds:
-    """Table 1 under every seed of `seeds` (not part of `all`): mean +- std per row, and each seed's
-    paired-bootstrap differences."""
+    """Table 1 under every seed of `seeds` (not part of `all`): mean +- std per row, each seed's
+    paired-bootstrap differences and each seed's premise P1 (its teacher's APr - AP)."""
     input:
         runs=manifest("seeds_runs"),
         intervals=manifest("seeds_intervals"),
@@ -31,10 +31,12 @@ rule seeds:
     output:
         table=f"{RUN}/seeds/seeds.csv",
         differences=f"{RUN}/seeds/seeds_differences.csv",
+        p1=f"{RUN}/seeds/seeds_p1.csv",
         md=report(f"{RUN}/seeds/seeds.md", category="Seeds", caption="../report/seeds.rst"),
     localrule: True
     log:
         f"{RUN}/logs/seeds.log",
     shell:
         f"{shlex.quote(sys.executable)} -m stages.cli.seeds --runs {{input.runs:q}} --intervals {{input.intervals:q}}"
-        " --out-table {output.table:q} --out-differences {output.differences:q} --out-md {output.md:q} > {log:q} 2>&1"
+        " --out-table {output.table:q} --out-differences {output.differences:q} --out-p1 {output.p1:q}"
+        " --out-md {output.md:q} > {log:q} 2>&1"
