@@ -131,6 +131,21 @@ def test_registries_are_the_one_list_of_each_axis() -> None:
     assert "evaluation.evaluator" in str(err.value) and "'coco'" in str(err.value)
 
 
+def test_no_two_rules_share_a_description() -> None:
+    """`snakemake --list-rules` gives no two rules one description: a rule made by `use rule ... as
+    ... with:` inherits its parent's docstring unless it states one."""
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    entries = re.findall(r"^(\w+) \((.*?)\)$", done.stdout, re.M | re.S)
+    assert {"bootstrap", "seed_bootstrap", "fig2_bootstrap"} <= {n for n, _ in entries}
+    by_text: dict[str, list[str]] = {}
+    for name, text in entries:
+        by_text.setdefault(" ".join(text.split()), []).append(name)
+    shared = [names for names in by_text.values() if len(names) > 1]
+    assert not shared, f"rules sharing one docstring: {shared}"
+
+
 def test_the_dag_picture_in_the_docs_is_current() -> None:
     sys.path.insert(0, str(REPO / "docs"))
     from rulegraph import BEGIN, END, mermaid

@@ -3,6 +3,8 @@
 
 
 use rule bootstrap as seed_bootstrap with:
+    """Table 1's intervals under one seed: a paired image-level bootstrap of that seed's teacher and
+    students on the main evaluation set, with each model's APr - AP (the seed's P1)."""
     input:
         config=stage_config("bootstrap"),
         gt=evalset_json(MAIN_EVALSET),

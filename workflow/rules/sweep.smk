@@ -20,6 +20,8 @@ rule subsample:
 
 
 use rule bootstrap as fig2_bootstrap with:
+    """Fig. 2's intervals at one labeled fraction: a paired image-level bootstrap of that fraction's
+    teachers (each named by its smoothing kind) on the main evaluation set."""
     input:
         config=stage_config("bootstrap"),
         gt=evalset_json(MAIN_EVALSET),
