@@ -1,6 +1,7 @@
 """Rule premise: the paper's premise measured on the run's data (stages.reporting.premise): P1 teacher
-APr - AP with its paired interval (the bootstrap job's, from its intervals.csv), P2 mean CCECE per r/c/f and r - f with its interval (on the holdout
-detections the ccece stage judges: the top evaluation.max_detections of each image), P3 the share
+APr - AP with its paired interval (the bootstrap job's, from its intervals.csv), P2 mean CCECE per
+r/c/f and r - f with its interval (on the holdout detections the ccece stage judges: the top
+evaluation.max_detections of each image), P3 the share
 of val images whose teacher detections above the score threshold exceed the per-image budget, P4 the
 share of rare-class objects in the unlabeled set against the pool (when the pool's truth is known).
 

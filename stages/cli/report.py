@@ -24,8 +24,7 @@ import argparse
 from pathlib import Path
 
 from stages.data.artifacts import read_ccece
-from stages.evaluation.bootstrap import difference_name
-from stages.pipeline.experiments import table1_comparisons
+from stages.pipeline.experiments import table1_comparison_names
 from stages.reporting.figures import (
     ccece_data,
     ccece_figure,
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     config = load_stage_config(args.config, CONFIG_KEYS)
     metrics_of = load_metrics(args.eval_dir, args.models)
     # the comparisons the bootstrap rule asks for (TABLE1_COMPARE): Table 1's differences between these models
-    comparisons = [difference_name(a, b) for a, b in table1_comparisons(args.models)]
+    comparisons = table1_comparison_names(args.models)
     intervals = read_intervals(args.intervals, args.models, comparisons) if args.intervals else None
     frame = table1(metrics_of, intervals)
     timings = timings_table(args.benchmarks)

@@ -17,8 +17,7 @@ import argparse
 from pathlib import Path
 
 from stages.data.artifacts import read_manifest
-from stages.evaluation.bootstrap import difference_name
-from stages.pipeline.experiments import table1_comparisons
+from stages.pipeline.experiments import table1_comparison_names
 from stages.reporting.seeds import seed_differences, seed_metrics, seed_rare_gaps, seeds_markdown
 from stages.reporting.table1 import read_intervals
 from stages.utils.atomic import write_csv, write_text
@@ -39,10 +38,15 @@ def main(argv: list[str] | None = None) -> None:
     models: dict[int, list[str]] = {}
     for seed, model, _ in runs:
         models.setdefault(seed, []).append(model)
-    paths = {r["seed"]: Path(r["intervals"]) for r in read_manifest(args.intervals, ("seed", "intervals"))}
-    if set(paths) != set(models):
-        parser.error(f"{args.intervals}: intervals for seeds {sorted(paths)}, but {args.runs} has seeds {sorted(models)}")
-    intervals = {seed: read_intervals(path, models[seed], [difference_name(a, b) for a, b in table1_comparisons(models[seed])])
+    records = read_manifest(args.intervals, ("seed", "intervals"))
+    paths = {r["seed"]: Path(r["intervals"]) for r in records}
+    if len(paths) != len(records) or set(paths) != set(models):
+        parser.error(f"{args.intervals}: intervals for seeds {[r['seed'] for r in records]}, but {args.runs} has "
+                     f"seeds {sorted(models)} (one intervals file per seed)")
+    without_teacher = [seed for seed, names in models.items() if "teacher" not in names]
+    if without_teacher:
+        parser.error(f"{args.runs}: no teacher under seeds {without_teacher} (P1 is the teacher's)")
+    intervals = {seed: read_intervals(path, models[seed], table1_comparison_names(models[seed]))
                  for seed, path in paths.items()}
     table, differences, rare_gaps = seed_metrics(runs), seed_differences(intervals), seed_rare_gaps(intervals)
     write_csv(table, args.out_table)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stages.core.pseudo_labels import STUDENT_PREFIX, control_variants, ladder, student_model, tuned_variant
+from stages.evaluation.bootstrap import difference_name
 from stages.utils.config import ConfigError, merged_over, validate_config
 
 
@@ -129,6 +130,12 @@ def table1_comparisons(models: list[str]) -> list[tuple[str, str]]:
         pairs += [(m, control) for m in models if m not in ("teacher", control)]
     steps = [student_model(v) for v in ladder(variants)]
     return pairs + list(zip(steps[1:], steps[:-1]))
+
+
+def table1_comparison_names(models: list[str]) -> list[str]:
+    """Table 1's comparisons as the bootstrap's intervals.csv names them ("a - b"): what a reader of
+    that file checks it for."""
+    return [difference_name(a, b) for a, b in table1_comparisons(models)]
 
 
 def seed_teacher(seed: int) -> str:

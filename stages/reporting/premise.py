@@ -7,7 +7,8 @@ LVIS AP only through the detections it brings into or out of an image's list: Da
 (d) retrieval brings rare-class objects into the unlabeled set. Each is one statistic here:
 
 - **P1** teacher APr minus AP on val, with its paired image-level bootstrap interval (both on the same
-  resampled images): the bootstrap job's own row (intervals.csv), the same for every seed's teacher. Paper: 47.0 - 54.0 = -7.0 (Table 1's teacher); EVA-02-L mask: 47.6 - 53.5 = -5.9.
+  resampled images): the bootstrap job's own row (intervals.csv), the same for every seed's teacher.
+  Paper: 47.0 - 54.0 = -7.0 (Table 1's teacher); EVA-02-L mask: 47.6 - 53.5 = -5.9.
 - **P2** the teacher's mean CCECE (eq. 4) over the r, c and f classes with judged holdout15 detections,
   and r minus f with a bootstrap interval over holdout images (> 0: rare more under-confident).
 - **P3** the share of val images on which the teacher has more detections above the score threshold
@@ -34,11 +35,20 @@ P1_METRIC = difference_name("APr", "AP")
 def rare_gap(intervals: pd.DataFrame, model: str = "teacher") -> dict[str, float]:
     """P1 of ``model``: its AP and APr (points) and APr - AP with the paired interval of the bootstrap
     (stages.evaluation.bootstrap: both metrics on the same resampled images), from an intervals table
-    that read_intervals checked for ``model``. NaN without rare ground truth."""
+    that read_intervals checked (NaN without rare ground truth). ValueError when the table has no P1
+    row for ``model``."""
     rows = intervals[intervals["what"] == model].set_index("metric")
+    if not {"AP", "APr", P1_METRIC} <= set(rows.index):
+        raise ValueError(f"the intervals have no {P1_METRIC} row for the model {model!r} (rerun the bootstrap job)")
     gap = rows.loc[P1_METRIC]
     return {"AP": float(rows.loc["AP", "value"]), "APr": float(rows.loc["APr", "value"]), "value": float(gap["value"]),
             "low": float(gap["low"]), "high": float(gap["high"])}
+
+
+def p1_holds(p1: dict[str, float]) -> bool | None:
+    """P1's test: the interval of APr - AP lies below 0. None where there is no interval (no rare
+    ground truth, or no draw with one): undefined, not failed."""
+    return None if np.isnan(p1["high"]) else bool(p1["high"] < 0)
 
 
 def group_ccece(judged: pd.DataFrame, frequency: dict[int, str], weights: np.ndarray | None = None,
@@ -94,14 +104,15 @@ def rare_share(image_ids: Sequence[int], truth: dict[str, Any], frequency: dict[
 def premise_table(p1: dict[str, float], p2: dict[str, float], p3: dict[str, float],
                   p4: dict[str, float] | None) -> pd.DataFrame:
     """The premise.csv rows (columns COLUMNS); ``holds`` is the test each premise states: P1 interval
-    below 0, P2 interval above 0, P3 at least half of the images, P4 unlabeled share above the pool's."""
+    below 0, P2 interval above 0 (both None without an interval), P3 at least half of the images, P4
+    unlabeled share above the pool's."""
     rows = [
         {"premise": "P1", "statistic": "teacher APr - AP (val, points)", "value": p1["value"], "low": p1["low"],
-         "high": p1["high"], "holds": bool(p1["high"] < 0), "paper": -7.0},
+         "high": p1["high"], "holds": p1_holds(p1), "paper": -7.0},
         {"premise": "P1", "statistic": "teacher AP", "value": p1["AP"], "paper": 54.0},
         {"premise": "P1", "statistic": "teacher APr", "value": p1["APr"], "paper": 47.0},
         {"premise": "P2", "statistic": "mean CCECE r - f (holdout15)", "value": p2["value"], "low": p2["low"],
-         "high": p2["high"], "holds": bool(p2["low"] > 0)},
+         "high": p2["high"], "holds": None if np.isnan(p2["low"]) else bool(p2["low"] > 0)},
         *({"premise": "P2", "statistic": f"mean CCECE {g}", "value": p2[g]} for g in ("r", "c", "f")),
         {"premise": "P3", "statistic": f"share of val images with > {p3['budget']} teacher detections above the "
          "score threshold", "value": p3["value"], "holds": bool(p3["value"] >= 0.5)},

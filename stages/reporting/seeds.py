@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.reporting.premise import rare_gap
+from stages.reporting.premise import p1_holds, rare_gap
 from stages.reporting.table1 import (
     INTERVAL_METRICS,
     differences_wide,
@@ -61,11 +61,11 @@ def seed_differences(intervals: dict[int, pd.DataFrame]) -> pd.DataFrame:
 
 def seed_rare_gaps(intervals: dict[int, pd.DataFrame]) -> pd.DataFrame:
     """The premise's P1 under every seed: the seed's teacher AP, APr and APr - AP with its paired
-    interval (columns P1_COLUMNS; ``holds``: the interval lies below 0, as premise.csv states it)."""
+    interval (columns P1_COLUMNS; ``holds`` as premise.csv states it: p1_holds)."""
     rows = []
     for seed, table in intervals.items():
         gap = rare_gap(table, "teacher")
-        rows.append({"seed": seed, **gap, "holds": bool(gap["high"] < 0)})
+        rows.append({"seed": seed, **gap, "holds": p1_holds(gap)})
     return pd.DataFrame(rows, columns=P1_COLUMNS)
 
 
@@ -76,9 +76,8 @@ def seeds_markdown(table: pd.DataFrame, differences: pd.DataFrame, rare_gaps: pd
     if len(differences):
         parts.append(markdown_table(differences_wide(differences, ["seed"])))
     shown = rare_gaps.assign(
-        gap=[f"{r.value:+.1f} [{r.low:+.1f}, {r.high:+.1f}]" for r in rare_gaps.itertuples()],
-        AP=rare_gaps["AP"].map("{:.1f}".format), APr=rare_gaps["APr"].map("{:.1f}".format),
-        holds=rare_gaps["holds"].map({True: "yes", False: "no"}))
+        gap=[f"{r.value:+.1f} [{r.low:+.1f}, {r.high:+.1f}]" if pd.notna(r.high) else "-" for r in rare_gaps.itertuples()],
+        holds=[("yes" if h else "no") if pd.notna(h) else "-" for h in rare_gaps["holds"]])
     parts += ["\n## Premise P1 per seed: the teacher's APr - AP (paired interval; paper -7.0)\n\n",
               markdown_table(shown[["seed", "AP", "APr", "gap", "holds"]].rename(columns={"gap": "APr - AP"}))]
     return "".join(parts)

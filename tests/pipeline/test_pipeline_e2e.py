@@ -183,6 +183,10 @@ def test_whole_dag_on_tiny_minilvis(repo, tiny_run, tmp_path):
     # P1 is the bootstrap's own paired gap of the teacher (the seeds report reads the same row per seed)
     gap = intervals[(intervals["what"] == "teacher") & (intervals["metric"] == "APr - AP")].iloc[0]
     assert [p1["value"], p1["low"], p1["high"]] == pytest.approx([gap["value"], gap["low"], gap["high"]], nan_ok=True)
+    # and its point is the evaluate job's own APr - AP (metrics.json, an evaluation independent of the bootstrap)
+    teacher_segm = json.loads((run / "eval" / "val" / "teacher" / "metrics.json").read_text())["segm"]
+    if teacher_segm["APr"] is not None:
+        assert p1["value"] == pytest.approx(teacher_segm["APr"] - teacher_segm["AP"], abs=1e-6)
     assert "| P3 |" in (pictures / "premise.md").read_text()
     # P2 judges what the ccece stage judges: its group means are ccece.parquet's
     judged_classes = ccece[ccece["n_detections"] > 0]

@@ -280,6 +280,11 @@ def test_seeds_table_shows_table1s_metrics_each_seeds_differences_and_p1(tmp_pat
         runs += [(seed, m, eval_dir / m / "metrics.json") for m in MODELS]
         _report_inputs(tmp_path / f"s{seed}")
         interval_files[seed] = tmp_path / f"s{seed}" / "intervals.csv"
+    # seed 1's teacher: a gap whose interval crosses 0; the student's rows would say otherwise
+    frame = pd.read_csv(interval_files[1])
+    gap = (frame["what"] == "teacher") & (frame["metric"] == "APr - AP")
+    frame.loc[gap, ["value", "low", "high"]] = [-1.5, -4.0, 0.5]
+    frame.to_csv(interval_files[1], index=False)
     intervals = {seed: table1.read_intervals(path, MODELS, ["student_soft_corrected - teacher"])
                  for seed, path in interval_files.items()}
     table = seeds.seed_metrics(runs)
@@ -293,15 +298,22 @@ def test_seeds_table_shows_table1s_metrics_each_seeds_differences_and_p1(tmp_pat
     rare_gaps = seeds.seed_rare_gaps(intervals)
     assert list(rare_gaps.columns) == seeds.P1_COLUMNS
     assert rare_gaps[["seed", "value", "low", "high", "holds"]].values.tolist() == [[0, -3.0, -5.0, -1.0, True],
-                                                                                     [1, -3.0, -5.0, -1.0, True]]
+                                                                                     [1, -1.5, -4.0, 0.5, False]]
     markdown = seeds.seeds_markdown(table, differences, rare_gaps)
     assert "| seed | comparison | dAP | dAPr | dAP-Fixed | dAPr-Fixed | dAP-Pool | dECE |" in markdown
     assert ("| 1 | student_soft_corrected - teacher | +10.0 [+4.0, +15.0] | +10.0 [-1.0, +15.0] | +10.0 [-1.0, +15.0] "
             "| +10.0 [-1.0, +15.0] | +10.0 [-1.0, +15.0] | -0.100 [-0.150, -0.020] |") in markdown
     assert "| 0 | 10.0 | 10.0 | -3.0 [-5.0, -1.0] | yes |" in markdown
+    assert "| 1 | 10.0 | 10.0 | -1.5 [-4.0, +0.5] | no |" in markdown
+    # a seed without rare ground truth: P1 is undefined, shown as "-", not as failed
+    frame.loc[gap, ["value", "low", "high"]] = float("nan")
+    frame.loc[(frame["what"] == "teacher") & (frame["metric"] == "APr"), "value"] = float("nan")
+    undefined = seeds.seed_rare_gaps({1: frame})
+    assert undefined["holds"].tolist() == [None]
+    assert "| 1 | 10.0 | - | - | - |" in seeds.seeds_markdown(table, differences, undefined)
 
 
-def test_seeds_cli_checks_each_seeds_intervals_for_its_models_and_comparisons(tmp_path: Path) -> None:
+def test_seeds_cli_checks_each_seeds_intervals_for_its_models_and_comparisons(tmp_path: Path, capsys) -> None:
     """The seeds stage names a seed's intervals.csv that lacks one of Table 1's comparisons (or the
     P1 gap), and a manifest whose seeds disagree with the runs'."""
     eval_dir = _eval_dir(tmp_path)
@@ -324,9 +336,19 @@ def test_seeds_cli_checks_each_seeds_intervals_for_its_models_and_comparisons(tm
     manifest.write_text(json.dumps([{"seed": 3, "intervals": str(tmp_path / "no_gap.csv")}]))
     with pytest.raises(ValueError, match=r"no_gap.csv: no interval for \['teacher/APr - AP'"):
         seeds_stage.main(["--runs", str(runs), "--intervals", str(manifest), *outs])
-    manifest.write_text(json.dumps([{"seed": 4, "intervals": str(tmp_path / "intervals.csv")}]))
+    for records in ([{"seed": 4, "intervals": str(tmp_path / "intervals.csv")}],  # another seed
+                    [{"seed": 3, "intervals": str(tmp_path / "intervals.csv")}] * 2):  # a seed twice
+        manifest.write_text(json.dumps(records))
+        with pytest.raises(SystemExit):
+            seeds_stage.main(["--runs", str(runs), "--intervals", str(manifest), *outs])
+        assert "one intervals file per seed" in capsys.readouterr().err
+    # a seed without a teacher has no P1
+    runs.write_text(json.dumps([{"seed": 3, "model": "student_soft_corrected",
+                                 "metrics": str(eval_dir / "student_soft_corrected" / "metrics.json")}]))
+    manifest.write_text(json.dumps([{"seed": 3, "intervals": str(tmp_path / "intervals.csv")}]))
     with pytest.raises(SystemExit):
         seeds_stage.main(["--runs", str(runs), "--intervals", str(manifest), *outs])
+    assert "no teacher under seeds [3]" in capsys.readouterr().err
 
 
 def test_ccece_figure_draws_the_interval_and_the_shrunk_value() -> None:
