@@ -16,6 +16,7 @@ from stages.reporting.table1 import (
     interval_differences,
     markdown_table,
     metric_value,
+    signed_interval,
 )
 from stages.utils.readers import read_json
 
@@ -76,7 +77,7 @@ def seeds_markdown(table: pd.DataFrame, differences: pd.DataFrame, rare_gaps: pd
     if len(differences):
         parts.append(markdown_table(differences_wide(differences, ["seed"])))
     shown = rare_gaps.assign(
-        gap=[f"{r.value:+.1f} [{r.low:+.1f}, {r.high:+.1f}]" if pd.notna(r.high) else "-" for r in rare_gaps.itertuples()],
+        gap=[signed_interval(r.value, r.low, r.high, "APr") if pd.notna(r.high) else "-" for r in rare_gaps.itertuples()],
         holds=[("yes" if h else "no") if pd.notna(h) else "-" for h in rare_gaps["holds"]])
     parts += ["\n## Premise P1 per seed: the teacher's APr - AP (paired interval; paper -7.0)\n\n",
               markdown_table(shown[["seed", "AP", "APr", "gap", "holds"]].rename(columns={"gap": "APr - AP"}))]
