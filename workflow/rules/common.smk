@@ -287,6 +287,14 @@ def seed_models(seed):
              f"{experiment_eval_dir(EXPERIMENTS[n])}/detections.json") for m, n in names]
 
 
+def seed_intervals(seed):
+    """A seed's Table 1 intervals: for the config's own seed the main line's bootstrap (the same
+    models, detections and draws), for another seed_bootstrap's."""
+    if seed == config["seed"]:
+        return f"{RUN}/report/{MAIN_EVALSET}/intervals.csv"
+    return f"{RUN}/seeds/seed{seed}_intervals.csv"
+
+
 def sweep_detections(fraction):
     """Fig. 2's teachers at one fraction (its fraction_name): (smoothing kind, detections.json)."""
     return [(e.overlay["teacher"]["smoothing"], f"{experiment_eval_dir(e)}/detections.json")
@@ -316,7 +324,7 @@ MANIFESTS = {
     "tune_student": lambda: grid_manifest(student_grid(config), "student"),
     "seeds_runs": lambda: [{"seed": s, "model": model, "metrics": m} for s in config["seeds"]
                            for model, m, _ in seed_models(s)],
-    "seeds_intervals": lambda: [{"seed": s, "intervals": f"{RUN}/seeds/seed{s}_intervals.csv"} for s in config["seeds"]],
+    "seeds_intervals": lambda: [{"seed": s, "intervals": seed_intervals(s)} for s in config["seeds"]],
 }
 
 

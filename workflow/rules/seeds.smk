@@ -12,7 +12,7 @@ use rule bootstrap as seed_bootstrap with:
     output:
         f"{RUN}/seeds/seed{{seed}}_intervals.csv",
     wildcard_constraints:
-        seed="|".join(str(s) for s in config["seeds"]),
+        seed="|".join(str(s) for s in config["seeds"] if s != config["seed"]) or "^$",  # the own seed: the main line's
     params:
         detections=lambda w: [f"{m}={d}" for m, _, d in seed_models(int(w.seed))],
         compare=TABLE1_COMPARE,
@@ -29,7 +29,7 @@ rule seeds:
         runs=manifest("seeds_runs"),
         intervals=manifest("seeds_intervals"),
         metrics=[m for s in config["seeds"] for _, m, _ in seed_models(s)],
-        seed_intervals=[f"{RUN}/seeds/seed{s}_intervals.csv" for s in config["seeds"]],
+        seed_intervals=[seed_intervals(s) for s in config["seeds"]],
     output:
         table=f"{RUN}/seeds/seeds.csv",
         differences=f"{RUN}/seeds/seeds_differences.csv",
