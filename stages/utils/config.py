@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,32 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
 EXECUTION_KEYS = ("num_threads", "data_workers")
 
 
+def execution_variable(key: str) -> str:
+    """The environment variable that carries execution key ``key`` of the current Snakemake
+    invocation to a job (``STAGES_NUM_THREADS``). A stage's config file is rewritten only when a
+    value the stage declares changes, so a file written by an earlier invocation holds that
+    invocation's execution keys; the rule's command sets these variables, and
+    :func:`load_stage_config` takes them over the file's values."""
+    return f"STAGES_{key.upper()}"
+
+
+def execution_overrides(environ: dict[str, str], path: str | Path) -> dict[str, int]:
+    """The execution keys set in ``environ`` (see :func:`execution_variable`), as integers.
+    ConfigError naming the variable (and the config file it was to apply to) for a value that is
+    not an integer."""
+    out = {}
+    for key in EXECUTION_KEYS:
+        value = environ.get(execution_variable(key))
+        if value is None:
+            continue
+        try:
+            out[key] = int(value)
+        except ValueError:
+            raise ConfigError(f"{path}: environment variable {execution_variable(key)}={value!r} (the run's "
+                              f"{key}) is not an integer") from None
+    return out
+
+
 class DeclaredConfig(dict):
     """A config restricted to the keys a stage declares (its ``CONFIG_KEYS``): reading any other key
     is an error, so what a stage reads can never drift from what triggers its reruns."""
@@ -213,9 +240,19 @@ def restrict(config: dict[str, Any], keys: tuple[str, ...]) -> DeclaredConfig:
     return wrap(tree, "")
 
 
-def load_stage_config(path: str | Path, keys: tuple[str, ...]) -> DeclaredConfig:
-    """A stage's view of the config file at ``path``: validated, defaults filled, restricted to ``keys``."""
-    return restrict(load_config(path), keys)
+def load_stage_config(path: str | Path, keys: tuple[str, ...], environ: dict[str, str] | None = None) -> DeclaredConfig:
+    """A stage's view of the config file at ``path``: validated, defaults filled, restricted to ``keys``,
+    with the execution keys the environment sets (``environ``, default ``os.environ``; see
+    :func:`execution_variable`) over the file's. ConfigError for an invalid file or setting."""
+    config = load_config(path)
+    overrides = execution_overrides(dict(os.environ) if environ is None else environ, path)
+    if overrides:
+        try:
+            config = validate_config(config | overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"{path} with {', '.join(f'{execution_variable(k)}={v}' for k, v in overrides.items())}"
+                              f": {exc}") from None
+    return restrict(config, keys)
 
 
 def write_config(config: dict[str, Any], target: str | Path) -> None:

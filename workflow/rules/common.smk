@@ -30,7 +30,7 @@ from stages.pipeline.experiments import (
 )
 from stages.pipeline.registries import check_registered
 from stages.utils.atomic import write_json
-from stages.utils.config import validate_config, write_config
+from stages.utils.config import EXECUTION_KEYS, execution_variable, validate_config, write_config
 
 validate_config(config)  # also refuses NaN and infinities, which JSON-schema bounds let through
 check_registered(config)
@@ -45,9 +45,20 @@ STAGES = stage_names()
 workflow.localrules(*config["resources"]["local_rules"])
 
 
-def stage(name):
-    """A rule's command: python -m stages.cli.<name> with the config file of its `config` input."""
+# This invocation's execution keys (num_threads, data_workers) as environment variables of every
+# stage command: they are no rerun trigger, so a stage's config file may be older than this
+# invocation and hold another value (stages.utils.config.execution_variable).
+EXECUTION_ENV = " ".join(f"{execution_variable(k)}={shlex.quote(str(config[k]))}" for k in EXECUTION_KEYS)
+
+
+def stage_command(name):
+    """python -m stages.cli.<name> with the config file of the rule's `config` input."""
     return f"{shlex.quote(sys.executable)} -m stages.cli.{name} --config {{input.config:q}}"
+
+
+def stage(name):
+    """A rule's command: stage_command(name) with this invocation's execution keys."""
+    return f"{EXECUTION_ENV} {stage_command(name)}"
 
 
 def stage_config(name):
@@ -93,10 +104,11 @@ def training_stage(name, phase, rule):
     n = machines(phase)
     if n == 1:
         return stage(name)
+    # srun passes the environment on (--export=ALL), so the variables go before it
     gres = rule_resources(rule).get("gres")
     srun = (f"srun --nodes={n} --ntasks={n} --ntasks-per-node=1 --kill-on-bad-exit=1"
             + " --cpus-per-task=${{SLURM_CPUS_PER_TASK:-1}}" + (f" --gres={shlex.quote(str(gres))}" if gres else ""))
-    return f"{srun} {stage(name)}"
+    return f"{EXECUTION_ENV} {srun} {stage_command(name)}"
 
 
 def output_dir(name):
