@@ -14,6 +14,8 @@ import copy
 import json
 import math
 import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +172,7 @@ def execution_variable(key: str) -> str:
     return f"STAGES_{key.upper()}"
 
 
-def execution_overrides(environ: dict[str, str], path: str | Path) -> dict[str, int]:
+def execution_overrides(environ: Mapping[str, str], path: str | Path) -> dict[str, int]:
     """The execution keys set in ``environ`` (see :func:`execution_variable`), as integers.
     ConfigError naming the variable (and the config file it was to apply to) for a value that is
     not an integer."""
@@ -240,18 +242,25 @@ def restrict(config: dict[str, Any], keys: tuple[str, ...]) -> DeclaredConfig:
     return wrap(tree, "")
 
 
-def load_stage_config(path: str | Path, keys: tuple[str, ...], environ: dict[str, str] | None = None) -> DeclaredConfig:
+def load_stage_config(path: str | Path, keys: tuple[str, ...], environ: Mapping[str, str] | None = None
+                      ) -> DeclaredConfig:
     """A stage's view of the config file at ``path``: validated, defaults filled, restricted to ``keys``,
     with the execution keys the environment sets (``environ``, default ``os.environ``; see
-    :func:`execution_variable`) over the file's. ConfigError for an invalid file or setting."""
+    :func:`execution_variable`) over the file's; each value that differs from the file's is said on
+    stderr (the job's log). ConfigError for an invalid file or setting."""
     config = load_config(path)
-    overrides = execution_overrides(dict(os.environ) if environ is None else environ, path)
+    overrides = execution_overrides(os.environ if environ is None else environ, path)
     if overrides:
         try:
-            config = validate_config(config | overrides)
+            merged = validate_config(config | overrides)
         except ConfigError as exc:
             raise ConfigError(f"{path} with {', '.join(f'{execution_variable(k)}={v}' for k, v in overrides.items())}"
                               f": {exc}") from None
+        for key, value in overrides.items():
+            if value != config[key]:
+                print(f"{key} = {value} from {execution_variable(key)} (this invocation's), over {config[key]} in "
+                      f"{path} (written by an earlier one)", file=sys.stderr)
+        config = merged
     return restrict(config, keys)
 
 

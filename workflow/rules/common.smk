@@ -9,6 +9,7 @@
 # holdout15_b), {model} a Table 1 row (teacher, student_<variant>), {variant} a student variant,
 # {experiment} a run outside the main line, {stage} a stage CLI, {images} an embedded image set.
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -45,20 +46,18 @@ STAGES = stage_names()
 workflow.localrules(*config["resources"]["local_rules"])
 
 
-# This invocation's execution keys (num_threads, data_workers) as environment variables of every
-# stage command: they are no rerun trigger, so a stage's config file may be older than this
-# invocation and hold another value (stages.utils.config.execution_variable).
-EXECUTION_ENV = " ".join(f"{execution_variable(k)}={shlex.quote(str(config[k]))}" for k in EXECUTION_KEYS)
-
-
-def stage_command(name):
-    """python -m stages.cli.<name> with the config file of the rule's `config` input."""
-    return f"{shlex.quote(sys.executable)} -m stages.cli.{name} --config {{input.config:q}}"
+# This invocation's execution keys (num_threads, data_workers) reach every job as environment
+# variables, which load_stage_config takes over the config file's values: they are no rerun trigger,
+# so a stage's config file may be older than this invocation and hold another value
+# (stages.utils.config.execution_variable). Set in Snakemake's own environment, not in the command
+# text: Snakemake reruns a job whose command text changed. Local jobs inherit it, a Slurm job's
+# Snakemake re-reads this file with the same --config, and srun passes it on to every node.
+os.environ.update({execution_variable(k): str(config[k]) for k in EXECUTION_KEYS})
 
 
 def stage(name):
-    """A rule's command: stage_command(name) with this invocation's execution keys."""
-    return f"{EXECUTION_ENV} {stage_command(name)}"
+    """A rule's command: python -m stages.cli.<name> with the config file of its `config` input."""
+    return f"{shlex.quote(sys.executable)} -m stages.cli.{name} --config {{input.config:q}}"
 
 
 def stage_config(name):
@@ -104,11 +103,10 @@ def training_stage(name, phase, rule):
     n = machines(phase)
     if n == 1:
         return stage(name)
-    # srun passes the environment on (--export=ALL), so the variables go before it
     gres = rule_resources(rule).get("gres")
     srun = (f"srun --nodes={n} --ntasks={n} --ntasks-per-node=1 --kill-on-bad-exit=1"
             + " --cpus-per-task=${{SLURM_CPUS_PER_TASK:-1}}" + (f" --gres={shlex.quote(str(gres))}" if gres else ""))
-    return f"{EXECUTION_ENV} {srun} {stage_command(name)}"
+    return f"{srun} {stage(name)}"
 
 
 def output_dir(name):
