@@ -173,6 +173,17 @@ def summary_metrics(evaluator) -> dict[str, float]:
     return out
 
 
+def category_ap(precision: np.ndarray) -> np.ndarray:
+    """(K,) AP of each category (0-1 scale) from LVIS's precision of one area range, (T, R, K): the
+    mean of the category's entries > -1 over the IoU thresholds and recall points -- its share of
+    AP (LVIS AP is the mean of the finite values); NaN for a category without ground truth."""
+    valid = precision > -1
+    count = valid.sum(axis=(0, 1))
+    total = np.where(valid, precision, 0.0).sum(axis=(0, 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
 def per_class_ap(evaluator, categories: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     """Per-category AP (0-1 scale), for the paper's Fig. 4.
 
@@ -183,13 +194,9 @@ def per_class_ap(evaluator, categories: list[dict[str, Any]] | None = None) -> p
     cats = {c["id"]: c for c in (categories if categories is not None else evaluator.lvis_gt.dataset["categories"])}
     precision = evaluator.eval["precision"]  # (iou thresholds, recall points, categories, area ranges)
     column = {cid: k for k, cid in enumerate(evaluator.params.cat_ids)}
-    all_area = evaluator.params.area_rng_lbl.index("all")
+    ap_of = category_ap(precision[:, :, :, evaluator.params.area_rng_lbl.index("all")])
     rows = []
     for cid in sorted(cats):
-        ap = math.nan
-        if cid in column:
-            p = precision[:, :, column[cid], all_area]
-            p = p[p > -1]
-            ap = float(np.mean(p)) if p.size else math.nan
+        ap = float(ap_of[column[cid]]) if cid in column else math.nan
         rows.append({"category_id": cid, "name": cats[cid]["name"], "frequency": cats[cid].get("frequency", ""), "ap": ap})
     return pd.DataFrame(rows, columns=["category_id", "name", "frequency", "ap"])

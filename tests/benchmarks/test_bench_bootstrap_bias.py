@@ -27,14 +27,31 @@ def test_per_category_ap_averages_to_lvis_ap_on_the_data_and_on_a_draw() -> None
         np.testing.assert_allclose(np.nanmean(got[e.matched.freq_groups[0]]), want["APr"], atol=1e-9, equal_nan=True)
 
 
-def test_the_two_parts_add_up_to_the_bias_and_the_interval_is_the_percentiles() -> None:
+def test_the_draws_summary_is_that_of_the_bootstrap_stages_ap_and_the_parts_add_up() -> None:
+    # mean, share above the point and interval against AP / APr computed the bootstrap stage's way
     gt = make_gt(seed=6, n_images=30)
     e = _prepared(gt, make_dets(gt, seed=6, segm=False))
-    rows = {r["metric"]: r for r in bias_decomposition(e, draw_weights(e.matched.n_images, 40, 1))}
+    weights = draw_weights(e.matched.n_images, 40, 1)
+    rows = {r["metric"]: r for r in bias_decomposition(e, weights)}
     assert set(rows) == {"AP", "APr"}
-    for r in rows.values():
+    point = ap_summary(accumulate(e.matched, None, areas=[0])[0], e.matched.freq_groups)
+    drawn = [ap_summary(accumulate(e.matched, w, areas=[0])[0], e.matched.freq_groups) for w in weights]
+    for metric, r in rows.items():
+        values = np.array([d[metric] for d in drawn])
+        values = values[np.isfinite(values)]
+        assert r["point"] == pytest.approx(point[metric])
+        assert r["mean_draw"] == pytest.approx(values.mean())
+        assert r["above_point"] == pytest.approx((values > point[metric]).mean())
+        assert (r["low"], r["high"]) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])))
         assert r["class_mix"] + r["within_class"] == pytest.approx(r["mean_draw"] - r["point"], abs=1e-9)
-        assert r["low"] <= r["mean_draw"] <= r["high"] and 0 <= r["above_point"] <= 1
+
+
+def test_a_group_without_ground_truth_has_no_row() -> None:
+    gt = _two_category_gt(6)
+    gt["annotations"] = [a for a in gt["annotations"] if a["category_id"] == 1]  # no rare object at all
+    dets = [{"image_id": i, "category_id": 1, "bbox": [10.0, 10.0, 40.0, 30.0], "score": 0.9} for i in range(1, 6)]
+    rows = bias_decomposition(_prepared(gt, dets), draw_weights(6, 10, 0))
+    assert [r["metric"] for r in rows] == ["AP"]
 
 
 def _two_category_gt(n_images: int) -> dict:
