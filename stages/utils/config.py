@@ -167,9 +167,14 @@ def execution_variable(key: str) -> str:
     """The environment variable that carries execution key ``key`` of the current Snakemake
     invocation to a job (``STAGES_NUM_THREADS``). A stage's config file is rewritten only when a
     value the stage declares changes, so a file written by an earlier invocation holds that
-    invocation's execution keys; the rule's command sets these variables, and
-    :func:`load_stage_config` takes them over the file's values."""
+    invocation's execution keys; the workflow puts :func:`execution_environment` in Snakemake's
+    environment, which every job inherits, and :func:`load_stage_config` takes them over the file's."""
     return f"STAGES_{key.upper()}"
+
+
+def execution_environment(config: dict[str, Any]) -> dict[str, str]:
+    """``{variable: value}`` of ``config``'s execution keys, as :func:`execution_overrides` reads them."""
+    return {execution_variable(key): str(config[key]) for key in EXECUTION_KEYS}
 
 
 def execution_overrides(environ: Mapping[str, str], path: str | Path) -> dict[str, int]:

@@ -315,7 +315,7 @@ def test_snakemake_refuses_the_small_holdout_before_any_job(tmp_path: Path) -> N
 def test_the_environment_sets_the_execution_keys_over_an_older_config_file(tmp_path: Path) -> None:
     # a stage's config file is rewritten only when a declared value changes, so it may hold an earlier
     # invocation's num_threads; the rule's command sets the current one in the environment
-    from stages.utils.config import execution_variable, load_stage_config, write_config
+    from stages.utils.config import execution_environment, execution_variable, load_stage_config, write_config
 
     path = tmp_path / "train_teacher.yaml"
     write_config(load_config() | {"num_threads": 2, "data_workers": 3}, path)
@@ -323,6 +323,9 @@ def test_the_environment_sets_the_execution_keys_over_an_older_config_file(tmp_p
     assert (as_written["num_threads"], as_written["data_workers"]) == (2, 3)
     now = load_stage_config(path, ("teacher.gamma",), environ={execution_variable("num_threads"): "1"})
     assert (now["num_threads"], now["data_workers"], now["teacher"]["gamma"]) == (1, 3, as_written["teacher"]["gamma"])
+    # what the workflow exports is what the loader reads back
+    assert load_stage_config(path, ("teacher.gamma",), environ=execution_environment(
+        load_config() | {"num_threads": 4, "data_workers": 1}))["data_workers"] == 1
     with pytest.raises(ConfigError, match=r"train_teacher.yaml: environment variable STAGES_NUM_THREADS='two'"):
         load_stage_config(path, ("teacher.gamma",), environ={"STAGES_NUM_THREADS": "two"})
     with pytest.raises(ConfigError, match=r"(?s)STAGES_NUM_THREADS=0.*num_threads.*minimum"):  # the schema's bound still holds

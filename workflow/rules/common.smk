@@ -31,7 +31,7 @@ from stages.pipeline.experiments import (
 )
 from stages.pipeline.registries import check_registered
 from stages.utils.atomic import write_json
-from stages.utils.config import EXECUTION_KEYS, execution_variable, validate_config, write_config
+from stages.utils.config import execution_environment, validate_config, write_config
 
 validate_config(config)  # also refuses NaN and infinities, which JSON-schema bounds let through
 check_registered(config)
@@ -52,7 +52,7 @@ workflow.localrules(*config["resources"]["local_rules"])
 # (stages.utils.config.execution_variable). Set in Snakemake's own environment, not in the command
 # text: Snakemake reruns a job whose command text changed. Local jobs inherit it, a Slurm job's
 # Snakemake re-reads this file with the same --config, and srun passes it on to every node.
-os.environ.update({execution_variable(k): str(config[k]) for k in EXECUTION_KEYS})
+os.environ.update(execution_environment(config))
 
 
 def stage(name):
